@@ -1,0 +1,57 @@
+"""Writing evidence files: atomically, in UTF-8, and hashing them for the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.json"
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write via a temporary file and an atomic rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: Path, obj: object) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(run_dir: Path) -> Path:
+    """List every file of the run folder with its size and sha256 (the manifest itself excluded)."""
+    files = [
+        {
+            "path": p.relative_to(run_dir).as_posix(),
+            "bytes": p.stat().st_size,
+            "sha256": sha256_file(p),
+        }
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_NAME
+    ]
+    return write_json(run_dir / MANIFEST_NAME, {"algorithm": "sha256", "files": files})

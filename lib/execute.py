@@ -1,0 +1,97 @@
+"""The main command: execute the notebook into a new run folder, then render its HTML report.
+
+    python -m lib.execute --params params/embedded.yaml     # a new demo-<time> folder each run
+    python -m lib.execute                                   # the official contract, submission_runs/m44_v1
+
+It is papermill's and nbconvert's own Python APIs, chained so one command leaves the whole
+evidence folder; the papermill CLI command in the README does the same in two steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+
+import papermill
+import yaml
+from nbconvert import HTMLExporter
+
+from lib.config import REPO_ROOT, RunConfig
+from lib.evidence import write_manifest, write_text
+
+NOTEBOOK = REPO_ROOT / "notebooks" / "m44.ipynb"
+RUNS = REPO_ROOT / "submission_runs"
+
+
+def load_params(path: Path | None) -> dict:
+    """A params/ YAML file as a dict; unknown names are refused before anything runs."""
+    if path is None:
+        return {}
+    params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(params, dict):
+        raise SystemExit(f"{path}: expected a mapping of parameter names to values")
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise SystemExit(f"{path}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return params
+
+
+def new_run_dir(profile: str) -> Path:
+    """submission_runs/<profile>-<UTC time>, never an existing folder."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    candidate, n = RUNS / f"{profile}-{stamp}", 1
+    while candidate.exists():
+        n += 1
+        candidate = RUNS / f"{profile}-{stamp}-{n}"
+    return candidate
+
+
+def render_html(notebook: Path) -> Path:
+    body, _ = HTMLExporter().from_filename(str(notebook))
+    return write_text(notebook.with_suffix(".html"), body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, help="a params/ YAML file (default: the notebook's official defaults)")
+    parser.add_argument("--run-dir", type=Path, help="the NEW run folder (default: from the params file, else "
+                        "submission_runs/<params name>-<time>)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+
+    params = load_params(args.params)
+    run_dir = args.run_dir or (Path(params["run_dir"]) if "run_dir" in params else None)
+    if run_dir is None:
+        run_dir = new_run_dir(args.params.stem) if args.params else Path("submission_runs/m44_v1")
+    run_dir = run_dir if run_dir.is_absolute() else REPO_ROOT / run_dir
+    if run_dir.exists():
+        raise SystemExit(f"run folder {run_dir} already exists: every run gets a new folder (no retries)")
+    run_dir.mkdir(parents=True)
+    params["run_dir"] = str(run_dir)
+
+    output = run_dir / "run.ipynb"
+    failed = None
+    try:
+        papermill.execute_notebook(
+            str(NOTEBOOK), str(output), parameters=params, cwd=str(REPO_ROOT),
+            log_output=True, progress_bar=False,  # cell output streams to this terminal live
+        )
+    except papermill.PapermillExecutionError as exc:
+        failed = exc  # the notebook has documented the failure; the report is still rendered
+    report = render_html(output)
+    write_manifest(run_dir)  # again, now that run.ipynb and run.html are final
+    print(f"\nReport: {report}")
+    if failed is not None:
+        print(f"The run FAILED ({failed.ename}: {failed.evalue}); see {run_dir / 'failure_analysis.md'}")
+        return 1
+    print(f"The run completed; summary: {run_dir / 'm44_summary.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

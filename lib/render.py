@@ -1,0 +1,67 @@
+"""Gemma chat turns around the taught <reasoning>/<answer> response, and their tokenization."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+# Ordinary (non-special) tokens: decoding with skip_special_tokens keeps them in the output.
+RESPONSE_TAGS = ("<reasoning>", "</reasoning>", "<answer>", "</answer>")
+START_OF_TURN = "<start_of_turn>"
+END_OF_TURN = "<end_of_turn>"
+IGNORE_INDEX = -100  # label value the loss skips (PyTorch's CrossEntropyLoss default)
+
+
+def render_prompt(prompt: str, bos_token: str) -> str:
+    """The user turn and the opened model turn, exactly as generation will see it.
+
+    Written out rather than taken from `apply_chat_template` because the base Gemma
+    checkpoints ship no chat template; the text is Gemma's own turn format.
+    """
+    return f"{bos_token}{START_OF_TURN}user\n{prompt}{END_OF_TURN}\n{START_OF_TURN}model\n"
+
+
+def render_response(steps: list[dict], final_answer: str) -> str:
+    """The model turn's content, closed by the end-of-turn marker the model must learn."""
+    reasoning = "\n".join(step["content"] for step in steps)
+    return f"<reasoning>{reasoning}</reasoning>\n<answer>{final_answer}</answer>{END_OF_TURN}"
+
+
+def encode_prompt(prompt: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    # The rendered text already starts with BOS: adding special tokens again would double it.
+    return tokenizer(render_prompt(prompt, tokenizer.bos_token), add_special_tokens=False)["input_ids"]
+
+
+def encode_trace(trace: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
+    """input_ids and labels for one training record; the loss sees only the response.
+
+    Prompt and response are tokenized separately and concatenated, so the prompt tokens
+    are exactly those generation starts from and the mask boundary is exact. EOS follows
+    the end-of-turn marker so that both stop tokens are learned.
+    """
+    prompt_ids = encode_prompt(trace["prompt"], tokenizer)
+    response_text = render_response(trace["steps"], trace["final_answer"])
+    response_ids = tokenizer(response_text, add_special_tokens=False)["input_ids"]
+    response_ids = response_ids + [tokenizer.eos_token_id]
+    return {
+        "input_ids": prompt_ids + response_ids,
+        "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids,
+    }
+
+
+def encode_traces(traces: list[dict], tokenizer: PreTrainedTokenizerBase, max_seq_length: int) -> list[dict]:
+    """Encode every record; one longer than max_seq_length is an error, never truncated."""
+    examples = []
+    for n, trace in enumerate(traces, start=1):
+        example = encode_trace(trace, tokenizer)
+        if len(example["input_ids"]) > max_seq_length:
+            raise ValueError(
+                f"training record {n} is {len(example['input_ids'])} tokens, over parameter "
+                f"'max_seq_length' ({max_seq_length}); raise it rather than cut the answer off"
+            )
+        examples.append(example)
+    return examples
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Generation ends at end-of-turn or end-of-sequence, whichever comes first."""
+    return [tokenizer.convert_tokens_to_ids(END_OF_TURN), tokenizer.eos_token_id]

@@ -1,0 +1,132 @@
+"""The run's state: its folder, its config, and the outcome of every phase."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lib import consolidation
+from lib.config import REPO_ROOT, RunConfig, collect_parameters
+from lib.evidence import write_json
+
+# papermill writes the executed notebook into the run folder before the first cell runs,
+# so a folder holding only that file is still a new run folder.
+_PAPERMILL_OUTPUT = "run.ipynb"
+
+
+@dataclass
+class PhaseRecord:
+    """What happened in one phase; the evidence files are written from these."""
+
+    name: str
+    status: str  # "completed" | "failed" | "skipped"
+    duration_s: float = 0.0
+    cause: str = ""  # one line: why it failed or was skipped
+    traceback: str = ""
+
+
+@dataclass
+class Run:
+    """One M44 run. Phases run through `phase`; `finish` always writes the evidence."""
+
+    dir: Path
+    cfg: RunConfig | None
+    params: dict
+    phases: dict[str, PhaseRecord] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, namespace: dict) -> Run:
+        """Validate the notebook's parameters and open a new run folder.
+
+        An invalid parameter does not raise here: it is recorded as a failed "parameters"
+        phase so that the run still documents itself. A folder that already holds a run
+        raises at once and is left untouched (no retries, no overwrites).
+        """
+        params = collect_parameters(namespace)
+        run_dir = Path(str(params.get("run_dir") or "submission_runs/invalid-parameters"))
+        run_dir = run_dir if run_dir.is_absolute() else REPO_ROOT / run_dir
+        _refuse_used_folder(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+        run = cls(dir=run_dir, cfg=None, params=params)
+        t0 = time.perf_counter()
+        try:
+            run.cfg = RunConfig.from_parameters(params)
+        except ValueError as exc:
+            run._record("parameters", "failed", t0, exc)
+            print(f"FAILED parameters: {exc}")
+        else:
+            run._record("parameters", "completed", t0)
+            print(f"Run folder: {run.dir}")
+            print(f"Config sha256: {run.cfg.sha256()}")
+        write_json(run.dir / "config.json", _resolved_config(run))
+        return run
+
+    def phase(self, name: str, fn: Callable[..., Any], *inputs: Any, needs: str = "parameters") -> Any:
+        """Run `fn(cfg, run_dir, *inputs)` as phase `name`, unless the phase it needs did not complete.
+
+        Returns what `fn` returns, or None when the phase failed or was skipped. A failure is
+        recorded with its traceback and never raised here: consolidation must still run.
+        """
+        needed = self.phases.get(needs)
+        if needed is None or needed.status != "completed":
+            why = f"skipped because {needs} {needed.status if needed else 'did not run'}"
+            self.phases[name] = PhaseRecord(name, "skipped", cause=why)
+            print(f"SKIPPED {name}: {why}")
+            return None
+        print(f"=== {name} ===", flush=True)
+        t0 = time.perf_counter()
+        try:
+            result = fn(self.cfg, self.dir, *inputs)
+        except (Exception, KeyboardInterrupt) as exc:
+            self._record(name, "failed", t0, exc)
+            print(f"FAILED {name} after {self.phases[name].duration_s:.1f} s: {self.phases[name].cause}")
+            print(self.phases[name].traceback)
+            return None
+        self._record(name, "completed", t0)
+        print(f"completed {name} in {self.phases[name].duration_s:.1f} s", flush=True)
+        return result
+
+    @property
+    def failed_phase(self) -> PhaseRecord | None:
+        return next((p for p in self.phases.values() if p.status == "failed"), None)
+
+    def finish(self) -> dict:
+        """M44.3: write the summary (and the failure analysis), hash everything, then raise if failed."""
+        outcome = consolidation.consolidate(self)
+        failed = self.failed_phase
+        if failed is not None:
+            raise RuntimeError(
+                f"M44 run FAILED in phase {failed.name}: {failed.cause} "
+                f"(evidence complete in {self.dir})"
+            )
+        return outcome
+
+    def _record(self, name: str, status: str, t0: float, exc: BaseException | None = None) -> None:
+        record = PhaseRecord(name, status, duration_s=round(time.perf_counter() - t0, 3))
+        if exc is not None:
+            record.cause = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            record.traceback = "".join(traceback.format_exception(exc))
+        self.phases[name] = record
+
+
+def _refuse_used_folder(run_dir: Path) -> None:
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise FileExistsError(f"run_dir {run_dir} exists and is not a folder")
+    leftovers = sorted(p.name for p in run_dir.iterdir() if p.name != _PAPERMILL_OUTPUT)
+    if leftovers:
+        raise FileExistsError(
+            f"run_dir {run_dir} already holds a run ({', '.join(leftovers[:5])}); "
+            "runs are never repeated into the same folder: choose a new run_dir"
+        )
+
+
+def _resolved_config(run: Run) -> dict:
+    if run.cfg is None:
+        return {"valid": False, "parameters": {k: repr(v) for k, v in run.params.items()}}
+    return {"valid": True, "sha256": run.cfg.sha256(), "parameters": run.cfg.to_dict()}
