@@ -87,7 +87,8 @@ def test_same_seed_gives_identical_losses_and_generations(tmp_path):
     assert outputs[0] == outputs[1]
 
 
-def test_official_defaults_without_a_gpu_fail_in_preflight_with_full_evidence(tmp_path):
+def test_official_defaults_without_a_gpu_fail_in_preflight_with_full_evidence(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub here: fail fast instead of retrying the network
     run_dir = tmp_path / "m44_v1"
     run_dir.mkdir()
     with pytest.raises(papermill.PapermillExecutionError, match="FAILED in phase preflight"):
