@@ -67,15 +67,15 @@ def evaluate(cfg: RunConfig, run_dir: Path, prepared: Prepared, trained: Trained
 
 
 def scorecard(items: list[dict], by: str) -> pd.DataFrame:
-    """Strict accuracy and format rate per value of `by` (section, category, difficulty)."""
-    rows = [
-        {by: item[by], "model": label, "correct": item[label]["correct"], "format_ok": item[label]["format_ok"]}
+    """Item count, strict accuracy and format rate per model, for each value of `by` (section, ...)."""
+    frame = pd.DataFrame([
+        {by: item[by], "model": label, "accuracy": item[label]["correct"], "format_rate": item[label]["format_ok"]}
         for item in items for label in MODELS
-    ]
-    table = pd.DataFrame(rows).groupby([by, "model"]).agg(
-        n=("correct", "size"), accuracy=("correct", "mean"), format_rate=("format_ok", "mean")
-    )
-    return table.unstack("model").round(2)
+    ])
+    table = frame.pivot_table(index=by, columns="model", values=["accuracy", "format_rate"], aggfunc="mean")
+    table.columns = [f"{metric} ({model})" for metric, model in table.columns]
+    table.insert(0, "n", pd.Series([item[by] for item in items]).value_counts())
+    return table.round(2)
 
 
 def render_summary(metrics: dict, items: list[dict]) -> str:
