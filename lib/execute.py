@@ -22,6 +22,7 @@ from nbconvert import HTMLExporter
 
 from lib.config import REPO_ROOT, RunConfig
 from lib.evidence import write_manifest, write_text
+from lib.run import refuse_used_folder
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "m44.ipynb"
 RUNS = REPO_ROOT / "submission_runs"
@@ -69,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     if run_dir is None:
         run_dir = new_run_dir(args.params.stem) if args.params else Path("submission_runs/m44_v1")
     run_dir = run_dir if run_dir.is_absolute() else REPO_ROOT / run_dir
-    if run_dir.exists():
-        raise SystemExit(f"run folder {run_dir} already exists: every run gets a new folder (no retries)")
-    run_dir.mkdir(parents=True)
+    try:
+        refuse_used_folder(run_dir)  # before papermill overwrites anything in it
+    except FileExistsError as exc:
+        raise SystemExit(str(exc)) from None
+    run_dir.mkdir(parents=True, exist_ok=True)
     params["run_dir"] = str(run_dir)
 
     output = run_dir / "run.ipynb"

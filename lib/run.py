@@ -12,9 +12,9 @@ from lib import consolidation
 from lib.config import REPO_ROOT, RunConfig, collect_parameters
 from lib.evidence import write_json
 
-# papermill writes the executed notebook into the run folder before the first cell runs,
-# so a folder holding only that file is still a new run folder.
-_PAPERMILL_OUTPUT = "run.ipynb"
+# papermill writes the executed notebook into the run folder before the first cell runs, and
+# the official folder is committed empty (papermill needs it to exist): neither makes it used.
+_NOT_A_RUN = {"run.ipynb", ".gitkeep"}
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Run:
         params = collect_parameters(namespace)
         run_dir = Path(str(params.get("run_dir") or "submission_runs/invalid-parameters"))
         run_dir = run_dir if run_dir.is_absolute() else REPO_ROOT / run_dir
-        _refuse_used_folder(run_dir)
+        refuse_used_folder(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
 
         run = cls(dir=run_dir, cfg=None, params=params)
@@ -113,12 +113,13 @@ class Run:
         self.phases[name] = record
 
 
-def _refuse_used_folder(run_dir: Path) -> None:
+def refuse_used_folder(run_dir: Path) -> None:
+    """Raise FileExistsError if `run_dir` already holds (part of) a run."""
     if not run_dir.exists():
         return
     if not run_dir.is_dir():
         raise FileExistsError(f"run_dir {run_dir} exists and is not a folder")
-    leftovers = sorted(p.name for p in run_dir.iterdir() if p.name != _PAPERMILL_OUTPUT)
+    leftovers = sorted(p.name for p in run_dir.iterdir() if p.name not in _NOT_A_RUN)
     if leftovers:
         raise FileExistsError(
             f"run_dir {run_dir} already holds a run ({', '.join(leftovers[:5])}); "

@@ -76,9 +76,10 @@ def test_a_folder_holding_a_run_is_refused_and_left_untouched(tmp_path, official
     assert (run_dir / "m44_summary.md").read_text(encoding="utf-8") == "earlier run"
 
 
-def test_papermill_output_alone_does_not_make_a_folder_used(tmp_path, official_params):
+def test_papermill_output_and_gitkeep_do_not_make_a_folder_used(tmp_path, official_params):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "run.ipynb").write_text("{}", encoding="utf-8")
+    (tmp_path / "run" / ".gitkeep").write_text("", encoding="utf-8")
     assert start(tmp_path, official_params).cfg is not None
 
 
