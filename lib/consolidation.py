@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lib.evidence import MANIFEST_NAME, read_json, write_json, write_manifest, write_text

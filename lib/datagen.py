@@ -472,7 +472,7 @@ def two_item_total(rng: random.Random) -> Problem:
 
 
 def change_from_bill(rng: random.Random) -> Problem:
-    name, (item, items) = rng.choice(NAMES), rng.choice(ITEMS)
+    name, (_, items) = rng.choice(NAMES), rng.choice(ITEMS)
     price, quantity = rng.randint(2, 15), rng.randint(2, 6)
     bill = next(b for b in (20, 50, 100) if b > price * quantity)
     cost = mul(price, quantity)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from lib.config import RunConfig
 from lib.evidence import write_json, write_text
 from lib.generation import generate_greedy
-from lib.modeling import load_model, load_tokenizer
+from lib.modeling import free_device_memory, load_model, load_tokenizer
 from lib.preflight import Prepared
 from lib.scoring import score_output, summarize
 from lib.training import Trained
@@ -32,9 +30,7 @@ def generate_for(source: str, cfg: RunConfig, eval_items: list[dict], label: str
         )
     finally:
         del model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_device_memory()
 
 
 def evaluate(cfg: RunConfig, run_dir: Path, prepared: Prepared, trained: Trained) -> dict:

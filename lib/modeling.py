@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -30,3 +32,10 @@ def load_model(source: str, cfg: RunConfig, tokenizer: PreTrainedTokenizerBase) 
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     return model.to(cfg.device)
+
+
+def free_device_memory() -> None:
+    """Return freed model memory to the device before the next model is loaded (one GPU, 32 GB)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import gc
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from lib.config import RunConfig
 from lib.evidence import write_json
-from lib.modeling import load_model, load_tokenizer
+from lib.modeling import free_device_memory, load_model, load_tokenizer
 from lib.plots import plot_loss
 from lib.preflight import Prepared
 from lib.render import IGNORE_INDEX
@@ -133,9 +131,7 @@ def train(cfg: RunConfig, run_dir: Path, prepared: Prepared) -> Trained:
         if logger.history:
             plot_loss(logger.history, run_dir / LOSS_PLOT_NAME)
         del trainer, model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_device_memory()
     return Trained(
         model_dir=run_dir / FINAL_MODEL_DIR,
         steps_completed=logger.history[-1]["step"],
