@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import string
@@ -13,7 +12,9 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
+from lib.config import REPO_ROOT
 from lib.data import normalize_prompt
+from lib.evidence import sha256_file, write_json, write_text
 
 SEED = 44
 DATASET = "dev-reasoning-v2"
@@ -22,7 +23,7 @@ TRACE_VERSION = "1.0"
 TRAIN_FILE = "dev-reasoning-v2.jsonl"
 EVAL_FILE = "eval_v2.jsonl"
 MANIFEST_FILE = "MANIFEST.json"
-DEFAULT_OUT_DIR = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_OUT_DIR = REPO_ROOT / "data"
 
 # Training: 5 x 77 multi-step + 5 x 22 synthetic + 55 golden/edge = 385 + 110 + 55 = 550 (70/20/10 %).
 MULTI_STEP_PER_CATEGORY = 77
@@ -1088,12 +1089,6 @@ def _jsonl(records: Sequence[dict]) -> str:
     return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
 
 
-def _write(path: Path, text: str) -> str:
-    with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write(text)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def _counts(values) -> dict[str, int]:
     return dict(sorted(Counter(values).items()))
 
@@ -1108,20 +1103,20 @@ def write_datasets(out_dir: Path = DEFAULT_OUT_DIR, seed: int = SEED) -> dict:
         "files": {
             TRAIN_FILE: {
                 "records": len(traces),
-                "sha256": _write(out_dir / TRAIN_FILE, _jsonl(traces)),
+                "sha256": sha256_file(write_text(out_dir / TRAIN_FILE, _jsonl(traces))),
                 "groups": _counts(r["meta"]["group"] for r in traces),
                 "categories": _counts(r["meta"]["category"] for r in traces),
             },
             EVAL_FILE: {
                 "records": len(eval_items),
-                "sha256": _write(out_dir / EVAL_FILE, _jsonl(eval_items)),
+                "sha256": sha256_file(write_text(out_dir / EVAL_FILE, _jsonl(eval_items))),
                 "sections": _counts(item["section"] for item in eval_items),
                 "categories": _counts(item["category"] for item in eval_items),
                 "difficulties": _counts(item["difficulty"] for item in eval_items),
             },
         },
     }
-    _write(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    write_json(out_dir / MANIFEST_FILE, manifest)
     return manifest
 
 
