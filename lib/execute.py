@@ -10,6 +10,7 @@ evidence folder; the papermill CLI command in the README does the same in two st
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import logging
 import sys
@@ -26,6 +27,11 @@ from lib.run import refuse_used_folder
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "m44.ipynb"
 RUNS = REPO_ROOT / "submission_runs"
+
+
+def notebook_defaults() -> dict:
+    """The parameters cell's literal defaults, read the way papermill reads them."""
+    return {name: ast.literal_eval(p["default"]) for name, p in papermill.inspect_notebook(str(NOTEBOOK)).items()}
 
 
 def load_params(path: Path | None) -> dict:

@@ -5,19 +5,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import papermill
 import pytest
 import yaml
 
 from lib.config import REPO_ROOT, RunConfig
-
-NOTEBOOK = REPO_ROOT / "notebooks" / "m44.ipynb"
-
-
-def notebook_defaults() -> dict:
-    """The parameters cell's literal defaults, read the way papermill reads them."""
-    params = papermill.inspect_notebook(str(NOTEBOOK))
-    return {name: eval(p["default"]) for name, p in params.items()}  # literals from our own notebook
+from lib.execute import NOTEBOOK, notebook_defaults
 
 
 def profile(name: str) -> dict:

@@ -1,11 +1,22 @@
-"""The evaluation scorecard and summary: numbers that agree with the per-item records."""
+"""The evaluation files: per-item records, the comparison and a summary that agree with each other."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from lib.evaluation import render_summary, scorecard
-from lib.scoring import score_output, summarize
+from lib.evaluation import (
+    RESULTS_NAME,
+    SUMMARY_NAME,
+    compare,
+    model_metrics,
+    render_summary,
+    scorecard,
+    score_items,
+    verdict,
+    write_evaluation,
+)
 
 GOOD = "<reasoning>6 × 7 = 42</reasoning>\n<answer>42</answer>"
 ITEMS_SPEC = [  # (section, expected, baseline output, trained output)
@@ -15,16 +26,41 @@ ITEMS_SPEC = [  # (section, expected, baseline output, trained output)
 ]
 
 
-def build_items() -> list[dict]:
-    items = []
-    for n, (section, expected, base, trained) in enumerate(ITEMS_SPEC, start=1):
-        item = {"id": f"eval-{n}", "prompt": "What is 6 × 7?", "expected_answer": expected,
-                "section": section, "category": "arithmetic", "difficulty": "easy"}
-        for label, output in (("baseline", base), ("trained", trained)):
-            score = score_output(output, expected)
-            item[label] = {"output": output, **score, "correct": score["correct_strict"]}
-        items.append(item)
-    return items
+def eval_items(spec=ITEMS_SPEC) -> list[dict]:
+    return [
+        {"id": f"eval-{n}", "prompt": "What is 6 × 7?", "expected_answer": expected,
+         "section": section, "category": "arithmetic", "difficulty": "easy"}
+        for n, (section, expected, _, _) in enumerate(spec, start=1)
+    ]
+
+
+def generations(spec=ITEMS_SPEC) -> dict[str, list[dict]]:
+    """generate_greedy-shaped records for both models."""
+    return {
+        label: [{"output": row[column], "tokens": 7, "stopped": True, "seconds": 0.01} for row in spec]
+        for label, column in (("baseline", 2), ("trained", 3))
+    }
+
+
+def build_items(spec=ITEMS_SPEC) -> list[dict]:
+    return score_items(eval_items(spec), generations(spec))
+
+
+def build_metrics(items: list[dict]) -> dict:
+    metrics = {label: model_metrics([i[label] for i in items]) for label in ("baseline", "trained")}
+    metrics["comparison"] = compare(items, seed=0)
+    return metrics
+
+
+def test_items_keep_the_contract_fields_and_every_score():
+    item = build_items()[2]
+    assert {"id", "prompt", "expected_answer", "section", "category", "difficulty"} <= set(item)
+    assert item["baseline"] == {
+        "output": "the answer is 42", "tokens": 7, "stopped": True, "seconds": 0.01,
+        "extracted": "42", "extracted_from": "answer_line", "format_ok": False,
+        "correct_strict": False, "correct_lenient": True, "correct": False,
+    }
+    assert item["trained"]["correct"] is item["trained"]["correct_strict"] is True
 
 
 def test_scorecard_counts_and_rates_per_section():
@@ -33,18 +69,85 @@ def test_scorecard_counts_and_rates_per_section():
     assert table.loc["core", "accuracy (trained)"] == 0.5
     assert table.loc["core", "format_rate (trained)"] == 1.0
     assert table.loc["edge_case", "accuracy (baseline)"] == 0.0  # right number, wrong format: not strict
-
-
-def test_summary_states_the_headline_numbers_and_examples():
-    items = build_items()
-    metrics = {label: summarize([i[label] for i in items]) for label in ("baseline", "trained")}
-    text = render_summary(metrics, items)
-    assert "| trained | 66.67% | 66.67% | 100.00% |" in text
-    assert "| baseline | 0.00% | 66.67% | 0.00% |" in text
-    assert "format rate by +100.00%" in text
-    assert "**eval-1** (core, right)" in text and "**eval-2** (core, wrong)" in text
+    assert table.loc["edge_case", "accuracy_lenient (baseline)"] == 1.0
 
 
 @pytest.mark.parametrize("by", ["section", "difficulty", "category"])
 def test_scorecard_covers_every_item_once(by):
     assert scorecard(build_items(), by)["n"].sum() == len(ITEMS_SPEC)
+
+
+def test_comparison_counts_the_discordant_pairs():
+    comparison = compare(build_items(), seed=0)
+    strict, lenient = comparison["strict"], comparison["lenient"]
+    assert (strict["trained_only"], strict["baseline_only"]) == (2, 0)
+    assert strict["difference"] == pytest.approx(2 / 3)
+    assert strict["mcnemar_p"] == pytest.approx(0.5)  # 2 of 2 discordant pairs: 2 * 0.5**2
+    # Lenient: baseline right on items 1 and 3, trained on 1 and 3: nothing changed.
+    assert (lenient["trained_only"], lenient["baseline_only"], lenient["difference"]) == (0, 0, 0.0)
+    assert (lenient["ci_low"], lenient["ci_high"], lenient["mcnemar_p"]) == (0.0, 0.0, 1.0)
+    assert comparison["format"]["trained_only"] == 3 and comparison["format"]["difference"] == 1.0
+
+
+def test_summary_states_the_headline_numbers_comparison_and_examples():
+    items = build_items()
+    text = render_summary(build_metrics(items), items)
+    assert "| trained | 66.67% | 66.67% | 100.00% | 7.0 | 100.00% |" in text
+    assert "| baseline | 0.00% | 66.67% | 0.00% | 7.0 | 100.00% |" in text
+    assert "| strict accuracy | 0.00% | 66.67% | +66.67 |" in text
+    assert "| 0.5 | 2 / 0 |" in text
+    assert "| format rate | 0.00% | 100.00% | +100.00 | +100.00 to +100.00 | 0.25 | 3 / 0 |" in text
+    assert "the format rate by +100.00 points" in text
+    # The sentence in words is the one verdict() gives for the strict comparison's CI.
+    assert verdict(build_metrics(items)["comparison"]["strict"], "strict accuracy") in text
+    for by in ("section", "category", "difficulty"):
+        assert f"## By {by}" in text
+    assert "**eval-1** (core, right)" in text and "**eval-2** (core, wrong)" in text
+    assert "**eval-3** (edge_case, right)" in text
+
+
+@pytest.mark.parametrize(
+    ("ci", "phrase"),
+    [
+        ((0.05, 0.2), "beats the baseline on strict accuracy: the 95% CI of the difference excludes zero"),
+        ((-0.05, 0.2), "does not beat the baseline on strict accuracy with confidence"),
+        ((0.0, 0.0), "does not beat the baseline"),
+        ((-0.2, -0.05), "is worse than the baseline"),
+    ],
+)
+def test_verdict_follows_the_ci(ci, phrase):
+    c = {"ci_low": ci[0], "ci_high": ci[1], "confidence": 0.95}
+    assert phrase in verdict(c, "strict accuracy")
+
+
+def test_write_evaluation_writes_both_files(embedded_cfg, tmp_path, capsys):
+    metrics = write_evaluation(tmp_path, embedded_cfg, eval_items(), generations())
+    results = json.loads((tmp_path / RESULTS_NAME).read_text(encoding="utf-8"))
+    assert results["metrics"] == metrics
+    for label in ("baseline", "trained"):
+        m = results["metrics"][label]
+        assert m["n"] == len(results["items"]) == 3
+        assert m["accuracy"] == sum(i[label]["correct"] for i in results["items"]) / 3
+        assert 0 <= m["format_rate"] <= 1
+    assert results["metrics"]["comparison"]["strict"]["bootstrap_seed"] == embedded_cfg.seed
+    summary = (tmp_path / SUMMARY_NAME).read_text(encoding="utf-8")
+    assert "## What training changed" in summary
+    out = capsys.readouterr().out
+    assert "trained: accuracy 67%" in out and "difference: +66.67 points" in out
+
+
+def test_a_single_model_has_no_comparison(embedded_cfg, tmp_path):
+    metrics = write_evaluation(tmp_path, embedded_cfg, eval_items(), {"trained": generations()["trained"]})
+    assert set(metrics) == {"trained"}
+    results = json.loads((tmp_path / RESULTS_NAME).read_text(encoding="utf-8"))
+    assert results["models"] == ["trained"] and "baseline" not in results["items"][0]
+    summary = (tmp_path / SUMMARY_NAME).read_text(encoding="utf-8")
+    assert "What training changed" not in summary and "| trained | 66.67%" in summary
+    assert "accuracy (trained)" in summary and "(baseline)" not in summary
+
+
+def test_an_output_with_backticks_cannot_break_the_example_fence():
+    spec = [("core", "42", "", "```\n<answer>42</answer>")]
+    items = build_items(spec)
+    text = render_summary(build_metrics(items), items)
+    assert "````text" in text

@@ -1,9 +1,12 @@
 """Tests for lib.scoring: format check, answer extraction, number parsing, matching, aggregation."""
 
+import re
 from fractions import Fraction
 
 import pytest
 
+from lib.config import REPO_ROOT
+from lib.data import load_eval
 from lib.scoring import (
     FRACTION_REL_TOL,
     answers_match,
@@ -293,3 +296,86 @@ def test_summarize_rates():
 
 def test_summarize_empty_is_zero():
     assert summarize([]) == {"n": 0, "accuracy": 0.0, "accuracy_lenient": 0.0, "format_rate": 0.0}
+
+
+# --- every answer in the shipped eval set -----------------------------------------------------
+
+EVAL_ITEMS = load_eval(REPO_ROOT / "data" / "eval_v2.jsonl")
+# A plausible wrong answer for each text answer in the eval set; a new text answer in the data
+# fails test_every_eval_answer_type_is_covered until it gets one here.
+WRONG_TEXT = {"Paris": "Lyon", "Friday": "Saturday", "true": "false"}
+
+
+def answer_type(expected: str) -> str:
+    if re.fullmatch(r"\d+", expected):
+        return "integer"
+    if re.fullmatch(r"\d+\.\d+", expected):
+        return "decimal"
+    if re.fullmatch(r"\d+/\d+", expected):
+        return "fraction"
+    return "text"
+
+
+def test_every_eval_answer_type_is_covered():
+    types = {answer_type(item["expected_answer"]) for item in EVAL_ITEMS}
+    assert types == {"integer", "decimal", "fraction", "text"}
+    texts = {item["expected_answer"] for item in EVAL_ITEMS if answer_type(item["expected_answer"]) == "text"}
+    assert texts <= set(WRONG_TEXT), f"add a wrong answer for {texts - set(WRONG_TEXT)}"
+
+
+def right_answers(expected: str) -> list[str]:
+    """Ways a model may write the expected answer that must count as right."""
+    kind = answer_type(expected)
+    if kind == "text":
+        return [expected, expected.upper(), expected.lower() + "."]
+    if kind == "fraction":
+        value = Fraction(expected)
+        return [expected, f"{value.numerator * 2}/{value.denominator * 2}", f"{float(value):.6f}"]
+    value = Fraction(expected)
+    # Money and units: the prompts ask for dollars, kilometers, hours, ...
+    written = [expected, f"${expected}", f"{expected} dollars", f"{expected} km", f"{float(value):.2f}"]
+    return written + ([str(float(value))] if kind == "decimal" else [f"{expected}.0"])
+
+
+def wrong_answers(expected: str) -> list[str]:
+    """Near misses that must count as wrong: a different value, the answer inside a longer number."""
+    kind = answer_type(expected)
+    if kind == "text":
+        return [WRONG_TEXT[expected], f"{expected} {WRONG_TEXT[expected]}"]
+    value = Fraction(expected)
+    # Appending a digit: "420" for "42", but "7.501" for "7.50" ("7.500" is the same value).
+    longer = f"{expected}1" if kind == "decimal" else f"{expected}0"
+    wrong = [longer, f"1{expected}", str(value + 1), f"-{expected}"]
+    if kind == "fraction":
+        return wrong + [f"{value.numerator}/{value.denominator + 1}", f"{float(value):.4f}"]
+    return wrong + (["1" + expected.replace(".", "")] if kind == "decimal" else [f"0.{expected}"])
+
+
+@pytest.mark.parametrize("item", EVAL_ITEMS, ids=lambda item: f"{item['id']}={item['expected_answer']}")
+def test_every_eval_answer_scores_right_and_near_misses_wrong(item):
+    expected = item["expected_answer"]
+    for answer in right_answers(expected):
+        assert score_output(taught(answer), expected)["correct_strict"], answer
+    for answer in wrong_answers(expected):
+        score = score_output(taught(answer), expected)
+        assert not score["correct_strict"] and not score["correct_lenient"], answer
+    # The right answer outside the tags is lenient only.
+    outside = score_output(f"<reasoning>so</reasoning>\nThe answer is {expected}", expected)
+    assert outside["correct_lenient"] and not outside["correct_strict"]
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        pytest.param("the total is 420", "42", id="42 inside 420, last number"),
+        pytest.param("<reasoning>6 × 7 = 42</reasoning>\n<answer>420</answer>", "42", id="42 inside 420, tag"),
+        pytest.param("<reasoning>x</reasoning>\n<answer>1,420</answer>", "420", id="420 inside 1,420"),
+        pytest.param("<reasoning>x</reasoning>\n<answer>4.2</answer>", "42", id="42 as 4.2"),
+        pytest.param("<reasoning>42 is close</reasoning>\n<answer>41</answer>", "42",
+                     id="right number only in the reasoning"),
+        pytest.param("Answer: 18.5 is wrong, 19", "18.50", id="answer line names another number last"),
+    ],
+)
+def test_near_misses_are_wrong_even_leniently(output, expected):
+    score = score_output(output, expected)
+    assert not score["correct_strict"] and not score["correct_lenient"]

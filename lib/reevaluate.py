@@ -1,0 +1,100 @@
+"""Evaluate a saved model folder on any eval file, through the run's own generation and scoring code.
+
+    python -m lib.reevaluate --model submission_runs/<run>/checkpoints/final \\
+        --eval-file data/eval_v2.jsonl --out reevaluations/<name> [--params params/embedded.yaml]
+
+Settings (device, dtype, attention, eval_batch_size, max_new_tokens, seed) come from the
+notebook's defaults overlaid with the --params file, exactly as a run resolves them, and are
+validated by RunConfig; model_name, eval_file and run_dir are set from --model, --eval-file
+and --out. The eval file is read by lib.data.load_eval (a malformed record is refused, naming
+file, line and field); generation, scoring and both output files come from lib.evaluation.
+
+--out must be a new (or empty) folder, not inside the model folder and not inside a finished
+run folder (any folder above it holding m44_summary.md or manifest.json): a finished run's
+evidence is never added to or changed.
+
+What it writes into --out: evaluation_results.json and evaluation_summary.md, the same files a
+run writes, for ONE model, which is labelled "trained" (it is normally a run's trained
+checkpoint), so `metrics.trained` and `items[].trained` read as in a run's file. There is no
+baseline, so `metrics` has no "baseline" and no "comparison", `models` is ["trained"], and the
+file adds `reevaluation` (model folder, eval file and its sha256, the resolved parameters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from lib.config import RunConfig
+from lib.data import DataError, load_eval
+from lib.evaluation import generate_for, write_evaluation
+from lib.evidence import MANIFEST_NAME, sha256_file
+from lib.execute import load_params, notebook_defaults
+
+LABEL = "trained"
+# Files whose presence marks a run folder as finished (consolidation writes them last).
+FINISHED_MARKERS = ("m44_summary.md", MANIFEST_NAME)
+
+
+def resolve_config(params_file: Path | None, model: Path, eval_file: Path, out: Path) -> RunConfig:
+    """Notebook defaults, then the params file, then this command's paths; validated by RunConfig."""
+    params = {**notebook_defaults(), **load_params(params_file)}
+    params.update(model_name=str(model), eval_file=str(eval_file), run_dir=str(out))
+    return RunConfig.from_parameters(params)
+
+
+def refuse_out(out: Path, model: Path) -> None:
+    """Raise SystemExit unless `out` is a new or empty folder outside the model and any finished run."""
+    out, model = out.resolve(), model.resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SystemExit(f"--out {out} already exists and is not an empty folder: choose a new folder")
+    if out == model or model in out.parents:
+        raise SystemExit(f"--out {out} is inside the model folder {model}: choose a folder outside it")
+    for folder in (out, *out.parents):
+        found = [name for name in FINISHED_MARKERS if (folder / name).is_file()]
+        if found:
+            raise SystemExit(
+                f"--out {out} is inside the finished run folder {folder} (it holds {', '.join(found)}); "
+                "a finished run is never changed: choose a folder outside it"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="a saved model folder (config, weights, tokenizer)")
+    parser.add_argument("--eval-file", type=Path, required=True, help="a JSONL file of the eval schema")
+    parser.add_argument("--out", type=Path, required=True, help="a NEW folder for the two result files")
+    parser.add_argument("--params", type=Path, help="a params/ YAML file (default: the notebook's defaults)")
+    args = parser.parse_args(argv)
+    model, eval_file, out = (p if p.is_absolute() else Path.cwd() / p for p in (args.model, args.eval_file, args.out))
+
+    if not (model / "config.json").is_file():
+        raise SystemExit(f"--model {model}: not a saved model folder (no config.json)")
+    refuse_out(out, model)
+    try:
+        cfg = resolve_config(args.params, model, eval_file, out)
+        eval_items = load_eval(eval_file)
+    except (ValueError, FileNotFoundError) as exc:  # DataError is a ValueError
+        kind = "eval file" if isinstance(exc, (DataError, FileNotFoundError)) else "parameters"
+        raise SystemExit(f"{kind}: {exc}") from None
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        # As in pre-flight: no silent CPU fallback; say device: cpu in the params file instead.
+        raise SystemExit("device is 'cuda' but no CUDA device was found; use a params file with device: cpu")
+
+    out.mkdir(parents=True, exist_ok=True)
+    generations = {LABEL: generate_for(str(model), cfg, eval_items, LABEL)}
+    write_evaluation(out, cfg, eval_items, generations, extra={"reevaluation": {
+        "model": str(model),
+        "eval_file": str(eval_file),
+        "eval_file_sha256": sha256_file(eval_file),
+        "parameters": cfg.to_dict(),
+    }})
+    print(f"Results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
