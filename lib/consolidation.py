@@ -80,6 +80,13 @@ def _why_not(phase) -> str:
     return phase.cause or phase.status
 
 
+def _repository_verdict(run: Run) -> str:
+    guard = run.phases.get("repository guard")
+    if guard is not None:
+        return f"CHANGED during the run ({guard.cause})"
+    return "unchanged during the run (git status and tracked-file diff identical before and after)"
+
+
 def render_failure_analysis(run: Run, training_metrics: dict) -> str:
     failed = run.failed_phase
     skipped = [p for p in run.phases.values() if p.status == "skipped"]
@@ -100,7 +107,7 @@ def render_failure_analysis(run: Run, training_metrics: dict) -> str:
         "## Traceback",
         "",
         "```text",
-        failed.traceback.rstrip(),
+        failed.traceback.rstrip() or "(no exception: the phase's own check failed)",
         "```",
         "",
     ])
@@ -119,6 +126,8 @@ def render_summary(run: Run, status: str, training: dict, evaluation: dict | Non
         f"- **model**: {cfg.model_name if cfg else 'unknown (invalid parameters)'}",
         f"- **device / dtype**: {f'{cfg.device} / {cfg.dtype}' if cfg else 'unknown'}",
         f"- **config sha256**: {cfg.sha256() if cfg else 'n/a'}",
+        f"- **repository**: commit {run.repository_before.get('commit', 'unknown')}, "
+        f"{'with' if run.repository_before.get('dirty') else 'no'} uncommitted changes; {_repository_verdict(run)}",
         f"- **training**: {training['status']}, {training['steps_completed']} steps, {training['runtime_s']:.1f} s",
     ]
     if history:

@@ -8,11 +8,17 @@ import os
 import tempfile
 from pathlib import Path
 
+from lib.redaction import redact
+
 MANIFEST_NAME = "manifest.json"
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write via a temporary file and an atomic rename, so a crash never leaves half a file."""
+    """Write via a temporary file and an atomic rename, so a crash never leaves half a file.
+
+    Secrets from the environment are redacted first: no evidence file ever holds a token.
+    """
+    text = redact(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -6,11 +6,14 @@ import gc
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
 
 from lib.config import RunConfig
 from lib.render import RESPONSE_TAGS
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+# Loading and saving bars would fill the notebook and the HTML report with carriage returns.
+transformers_logging.disable_progress_bar()
 
 
 def load_tokenizer(source: str) -> PreTrainedTokenizerBase:

@@ -11,6 +11,7 @@ from typing import Any, Callable
 from lib import consolidation
 from lib.config import REPO_ROOT, RunConfig, collect_parameters
 from lib.evidence import write_json
+from lib.snapshot import describe_repository
 
 # papermill writes the executed notebook into the run folder before the first cell runs, and
 # the official folder is committed empty (papermill needs it to exist): neither makes it used.
@@ -36,6 +37,8 @@ class Run:
     cfg: RunConfig | None
     params: dict
     phases: dict[str, PhaseRecord] = field(default_factory=dict)
+    repository_before: dict = field(default_factory=dict)
+    repository_after: dict = field(default_factory=dict)
 
     @classmethod
     def start(cls, namespace: dict) -> Run:
@@ -46,12 +49,15 @@ class Run:
         raises at once and is left untouched (no retries, no overwrites).
         """
         params = collect_parameters(namespace)
-        run_dir = Path(str(params.get("run_dir") or "submission_runs/invalid-parameters"))
-        run_dir = run_dir if run_dir.is_absolute() else REPO_ROOT / run_dir
+        run_dir = params.get("run_dir")
+        if not isinstance(run_dir, str) or not run_dir.strip():
+            # Without a folder there is nowhere to document anything: stop before writing.
+            raise ValueError(f"parameter 'run_dir' must be a folder path (a string), got {run_dir!r}")
+        run_dir = Path(run_dir) if Path(run_dir).is_absolute() else REPO_ROOT / run_dir
         refuse_used_folder(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
 
-        run = cls(dir=run_dir, cfg=None, params=params)
+        run = cls(dir=run_dir, cfg=None, params=params, repository_before=describe_repository(run_dir))
         t0 = time.perf_counter()
         try:
             run.cfg = RunConfig.from_parameters(params)
@@ -96,6 +102,7 @@ class Run:
 
     def finish(self) -> dict:
         """M44.3: write the summary (and the failure analysis), hash everything, then raise if failed."""
+        self._check_repository_unchanged()
         outcome = consolidation.consolidate(self)
         failed = self.failed_phase
         if failed is not None:
@@ -104,6 +111,18 @@ class Run:
                 f"(evidence complete in {self.dir})"
             )
         return outcome
+
+    def _check_repository_unchanged(self) -> None:
+        """The run writes only inside its folder: a changed repository fails the run."""
+        self.repository_after = describe_repository(self.dir)
+        before, after = self.repository_before, self.repository_after
+        if (before["status"], before["diff_sha256"]) == (after["status"], after["diff_sha256"]):
+            return
+        new_lines = sorted(set(after["status"].splitlines()) - set(before["status"].splitlines()))
+        cause = "the repository changed outside the run folder during the run: " + (
+            ", ".join(new_lines[:5]) or "tracked files were edited (git diff differs)")
+        self.phases["repository guard"] = PhaseRecord("repository guard", "failed", cause=cause)
+        print(f"FAILED repository guard: {cause}")
 
     def _record(self, name: str, status: str, t0: float, exc: BaseException | None = None) -> None:
         record = PhaseRecord(name, status, duration_s=round(time.perf_counter() - t0, 3))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -10,11 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import torch
 from torch.utils import collect_env
 
 from lib.config import REPO_ROOT
 from lib.evidence import write_text
+from lib.redaction import REDACTED, secret_env_names
 
 # Every distribution the run imports, directly or through transformers' Trainer.
 PACKAGES = (
@@ -32,18 +35,38 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
         done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, encoding="utf-8", timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    return done.stdout.rstrip("\n") if done.returncode == 0 else None
 
 
-def describe_repository() -> dict:
-    """Commit and working-tree state of the repository the run executes from."""
+def describe_repository(run_dir: Path | None = None) -> dict:
+    """Commit and working-tree state of the repository, the run folder left out.
+
+    `status` lists changed, untracked and ignored paths (so a stray bytecode cache shows), and
+    `diff_sha256` hashes the diff of tracked files: equal states before and after a run mean
+    the run changed nothing outside its folder.
+    """
     sha = _run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT)
-    status = _run(["git", "status", "--porcelain"], cwd=REPO_ROOT)
+    status = _run(["git", "status", "--porcelain", "--ignored"], cwd=REPO_ROOT)
+    diff = _run(["git", "diff", "HEAD", "--binary"], cwd=REPO_ROOT)
+    lines = [line for line in (status or "").splitlines() if not _inside(line[3:], run_dir)]
     return {
         "commit": sha or "unknown (not a git checkout)",
-        "dirty": None if status is None else bool(status),
-        "status": status or "",
+        "dirty": None if status is None else any(not line.startswith("!!") for line in lines),
+        "status": "\n".join(lines),
+        "diff_sha256": None if diff is None else hashlib.sha256(diff.encode("utf-8")).hexdigest(),
     }
+
+
+def _inside(status_path: str, run_dir: Path | None) -> bool:
+    """Whether a `git status` path is the run folder, inside it, or a folder created for it."""
+    if run_dir is None:
+        return False
+    try:
+        run = run_dir.resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:  # the run folder is outside the repository
+        return False
+    path = status_path.strip('"').rstrip("/")
+    return path == run or path.startswith(run + "/") or run.startswith(path + "/")
 
 
 def _package_versions() -> dict[str, str]:
@@ -56,23 +79,37 @@ def _package_versions() -> dict[str, str]:
     return versions
 
 
+# Environment variables that change what the run does (caches, devices, threads, offline mode).
+_ENV_PREFIXES = ("HF_", "HUGGING_FACE_", "TRANSFORMERS_", "CUDA_", "PYTORCH_", "TORCH_", "NCCL_", "OMP_", "MKL_")
+
+
+def _environment_variables() -> list[str]:
+    secret = set(secret_env_names())
+    names = sorted(n for n in os.environ if n.startswith(_ENV_PREFIXES) or n in secret)
+    return [f"{n}={REDACTED if n in secret else os.environ[n]}" for n in names] or ["(none set)"]
+
+
 def _memory_gib() -> str:
+    memory = psutil.virtual_memory()
+    return f"{memory.total / 2**30:.1f} GiB total, {memory.available / 2**30:.1f} GiB available"
+
+
+def _collect_env() -> str:
     try:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        return f"{pages / 2**30:.1f} GiB"
-    except (AttributeError, ValueError, OSError):  # Windows has no sysconf
-        return "unknown"
+        return collect_env.get_pretty_env_info()
+    except Exception as exc:  # e.g. a broken CUDA install: the snapshot says so and goes on
+        return f"collect_env failed: {type(exc).__name__}: {exc}"
 
 
 def write_env_snapshot(run_dir: Path) -> Path:
     """Code, Python, torch/CUDA, packages, OS and hardware, and the resolved config of this run."""
-    repo = describe_repository()
+    repo = describe_repository(run_dir)
     config = (run_dir / "config.json").read_text(encoding="utf-8")  # written by Run.start
     lines = [
         "# Environment snapshot (M44.0 pre-flight)",
         "",
         f"commit: {repo['commit']}",
-        f"working tree dirty: {repo['dirty']}",
+        f"working tree dirty: {repo['dirty']} (ignored paths marked !!; the run folder left out)",
         *(f"  {line}" for line in repo["status"].splitlines()),
         f"python: {sys.version.split()[0]} ({sys.executable})",
         f"torch: {torch.__version__}",
@@ -82,6 +119,9 @@ def write_env_snapshot(run_dir: Path) -> Path:
         f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores",
         f"ram: {_memory_gib()}",
         "",
+        "## environment variables (credentials: set or not; their values never appear)",
+        *_environment_variables(),
+        "",
         "## packages",
         *(f"{name}=={version}" for name, version in _package_versions().items()),
         "",
@@ -89,7 +129,7 @@ def write_env_snapshot(run_dir: Path) -> Path:
         config.rstrip(),
         "",
         "## torch.utils.collect_env",
-        collect_env.get_pretty_env_info(),
+        _collect_env(),
         "",
     ]
     return write_text(run_dir / "env_snapshot.txt", "\n".join(lines))

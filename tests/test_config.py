@@ -82,3 +82,7 @@ def test_collect_parameters_skips_kernel_names_and_modules():
         "__name__": "__main__", "lib": types.ModuleType("lib"),
     }
     assert collect_parameters(namespace) == {"max_steps": 5}
+
+
+def test_official_profile_file_equals_the_notebook_defaults(official_params):
+    assert profile("m44") == official_params

@@ -1,0 +1,127 @@
+"""Fault injection for the failure tests: `PYTHONPATH=tests/faults M44_FAULT=<name>`.
+
+Python imports `sitecustomize` at start-up, so the notebook kernel and the training worker
+(both children of the test) get the fault without a line of fault code in lib/. Each fault
+patches a library function the moment its module is first imported, so a process that never
+imports it pays nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.abc
+import importlib.util
+import os
+import signal
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+FAULT = os.environ.get("M44_FAULT", "")
+AT_STEP = 3  # training faults fire once the Trainer has reached this optimizer step
+
+
+def _on_import(module_name: str, patch) -> None:
+    """Call patch(module) right after `module_name` is first imported."""
+
+    class Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != module_name:
+                return None
+            sys.meta_path.remove(self)  # one shot, and the lookup below must not find this finder
+            spec = importlib.util.find_spec(name)
+            original = spec.loader.exec_module
+
+            def exec_module(module):
+                original(module)
+                patch(module)
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, Finder())
+
+
+def _at_step(action):
+    """Wrap Trainer.training_step so that `action` runs at AT_STEP, in the training worker."""
+
+    def patch(trainer_module):
+        original = trainer_module.Trainer.training_step
+
+        def training_step(self, *args, **kwargs):
+            if self.state.global_step >= AT_STEP:
+                action(self)
+            return original(self, *args, **kwargs)
+
+        trainer_module.Trainer.training_step = training_step
+
+    _on_import("transformers.trainer", patch)
+
+
+def _oom(trainer):
+    import torch
+
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
+
+
+def _nan_loss(trainer_module):
+    original = trainer_module.Trainer.compute_loss
+
+    def compute_loss(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        if self.state.global_step < AT_STEP:
+            return result
+        if isinstance(result, tuple):
+            return (result[0] * float("nan"), *result[1:])
+        return result * float("nan")
+
+    trainer_module.Trainer.compute_loss = compute_loss
+
+
+def _disk_full(safetensors_torch):
+    original = safetensors_torch.save_file
+
+    def save_file(tensors, filename, *args, **kwargs):
+        if "checkpoints" not in Path(filename).parts:  # pre-flight saves the embedded model: let it
+            return original(tensors, filename, *args, **kwargs)
+        Path(filename).write_bytes(b"\0" * 1024)  # a partial file, as a full disk leaves one
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filename))
+
+    safetensors_torch.save_file = save_file
+
+
+def _generation_error(generation_utils):
+    def generate(self, *args, **kwargs):
+        raise RuntimeError("generation failed (injected by the test)")
+
+    generation_utils.GenerationMixin.generate = generate
+
+
+def _unsupported_gpu(torch_module):
+    """A simulated RTX 5090 (sm_120) under a torch build without sm_120 kernels."""
+    cuda = torch_module.cuda
+    cuda.is_available = lambda: True
+    cuda.device_count = lambda: 1
+    cuda.get_device_name = lambda device=None: "NVIDIA GeForce RTX 5090 (simulated)"
+    cuda.get_device_capability = lambda device=None: (12, 0)
+    cuda.get_arch_list = lambda: ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
+    cuda.get_device_properties = lambda device=None: SimpleNamespace(
+        name="NVIDIA GeForce RTX 5090 (simulated)", total_memory=32 * 2**30, major=12, minor=0)
+    cuda.mem_get_info = lambda device=None: (31 * 2**30, 32 * 2**30)
+    cuda.empty_cache = lambda: None
+    cuda.init = lambda: None
+
+
+FAULTS = {
+    "oom": lambda: _at_step(_oom),
+    "sigkill": lambda: _at_step(lambda trainer: os.kill(os.getpid(), signal.SIGKILL)),
+    "sigterm": lambda: _at_step(lambda trainer: os.kill(os.getpid(), signal.SIGTERM)),
+    "sigint": lambda: _at_step(lambda trainer: os.kill(os.getpid(), signal.SIGINT)),
+    "nan_loss": lambda: _on_import("transformers.trainer", _nan_loss),
+    "disk_full": lambda: _on_import("safetensors.torch", _disk_full),
+    "generation_error": lambda: _on_import("transformers.generation.utils", _generation_error),
+    "unsupported_gpu": lambda: _on_import("torch", _unsupported_gpu),
+}
+
+if FAULT:
+    FAULTS[FAULT]()

@@ -1,0 +1,216 @@
+"""Every failure of the contract, injected through the real notebook, ends documented.
+
+Each case runs notebooks/m44.ipynb through papermill on a short embedded run. Faults inside the
+kernel or the training worker come from tests/faults/sitecustomize.py (M44_FAULT), so lib/ holds
+no test hooks. A documented failure means: papermill exits non-zero, the complete evidence set is
+there, failure_analysis.md names the phase and the cause, the later phases are skipped with the
+reason written down, and every JSON file parses (none half written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import papermill
+import pytest
+
+from lib.config import REPO_ROOT
+from lib.consolidation import REQUIRED_ALWAYS, REQUIRED_ON_FAILURE, STATEMENTS
+from lib.evidence import sha256_file
+from lib.snapshot import describe_repository
+from tests.conftest import NOTEBOOK, profile
+
+pytestmark = pytest.mark.notebook
+FAULTS = REPO_ROOT / "tests" / "faults"
+SHORT_RUN = {
+    "train_file": "data/dev-reasoning-v2.jsonl",  # the small file: quick tokenizer, quick pre-flight
+    "max_steps": 12, "logging_steps": 1, "max_new_tokens": 16,
+}
+PHASES = ("parameters", "preflight", "training", "evaluation")
+CANARY = "hf_CANARYcanary0123456789abcdefTOKEN"
+
+
+def execute(run_dir: Path, params: dict, *, create: bool = True) -> None:
+    if create:
+        run_dir.mkdir(parents=True)
+    papermill.execute_notebook(
+        str(NOTEBOOK), str(run_dir / "run.ipynb"), cwd=str(REPO_ROOT), progress_bar=False,
+        parameters={**params, "run_dir": str(run_dir)},
+    )
+
+
+def embedded(**overrides) -> dict:
+    return {**profile("embedded"), **SHORT_RUN, **overrides}
+
+
+def malformed_copy(tmp_path: Path) -> str:
+    lines = (REPO_ROOT / "data" / "dev-reasoning-v2.jsonl").read_text(encoding="utf-8").splitlines()[:5]
+    path = tmp_path / "broken.jsonl"
+    path.write_text("\n".join([*lines, '{"trace_version": "1.0", "prompt": "cut off'] ) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def no_hub_credentials(monkeypatch, tmp_path: Path) -> None:
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no stored token, no cached model
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # and no network here: fail fast
+
+
+# (id, parameters, fault, failed phase, text the cause must contain)
+CASES = [
+    ("missing credentials", lambda tmp: embedded(model_name="google/gemma-2b"), None,
+     "preflight", "no Hugging Face credentials"),
+    ("unsupported CUDA architecture", lambda tmp: embedded(device="cuda", dtype="bfloat16"), "unsupported_gpu",
+     "preflight", "sm_120, which this torch build"),
+    ("missing dataset file", lambda tmp: embedded(eval_file="data/no-such-eval.jsonl"), None,
+     "preflight", "no-such-eval.jsonl"),
+    ("malformed dataset line", lambda tmp: embedded(train_file=malformed_copy(tmp)), None,
+     "preflight", "broken.jsonl line 6: not valid JSON"),
+    ("invalid parameter", lambda tmp: embedded(max_steps=0), None,
+     "parameters", "parameter 'max_steps' must be >= 1"),
+    ("non-finite loss", lambda tmp: embedded(), "nan_loss", "training", "non-finite loss nan at step 4"),
+    ("out of memory", lambda tmp: embedded(), "oom", "training", "OutOfMemoryError: CUDA out of memory"),
+    ("killed by a signal", lambda tmp: embedded(), "sigkill", "training", "training process killed by SIGKILL"),
+    ("SIGTERM", lambda tmp: embedded(), "sigterm", "training", "interrupted by signal SIGTERM"),
+    ("Ctrl-C", lambda tmp: embedded(), "sigint", "training", "interrupted by Ctrl-C"),
+    ("disk full on the checkpoint", lambda tmp: embedded(), "disk_full", "training", "No space left on device"),
+    ("exception in evaluation", lambda tmp: embedded(), "generation_error", "evaluation", "generation failed"),
+]
+
+
+@pytest.mark.parametrize(("params", "fault", "phase", "cause"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_failure_is_documented(tmp_path, monkeypatch, params, fault, phase, cause):
+    if fault and fault.startswith("sig") and sys.platform == "win32":
+        pytest.skip("POSIX signals")
+    no_hub_credentials(monkeypatch, tmp_path)
+    if fault:
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")])))
+        monkeypatch.setenv("M44_FAULT", fault)
+    run_dir = tmp_path / "run"
+    with pytest.raises(papermill.PapermillExecutionError, match=f"FAILED in phase {phase}"):
+        execute(run_dir, params(tmp_path))
+
+    for name in REQUIRED_ALWAYS + REQUIRED_ON_FAILURE + ("manifest.json", "config.json"):
+        assert (run_dir / name).is_file(), name
+    analysis = (run_dir / "failure_analysis.md").read_text(encoding="utf-8")
+    assert f"- **phase**: {phase}\n" in analysis
+    assert cause in analysis.split("\n- **after**")[0], analysis[:2000]
+    summary = (run_dir / "m44_summary.md").read_text(encoding="utf-8")
+    assert all(line in summary.splitlines() for line in STATEMENTS)
+    assert f"- **status**: failed in {phase}" in summary
+    for later in PHASES[PHASES.index(phase) + 1:]:
+        assert f"| {later} | skipped | 0.0 | skipped because " in summary, later
+    # Nothing half written: every JSON parses, no temporary file is left, the manifest holds.
+    assert not [p for p in run_dir.rglob("*.tmp")]
+    for path in run_dir.glob("*.json"):
+        json.loads(path.read_text(encoding="utf-8"))
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert all(sha256_file(run_dir / f["path"]) == f["sha256"] for f in manifest["files"] if f["path"] != "run.ipynb")
+
+    metrics = json.loads((run_dir / "training_metrics.json").read_text(encoding="utf-8"))
+    if phase == "training":
+        assert metrics["status"] == "failed" and cause.split(": ")[-1] in metrics["error"]
+        assert metrics["steps_completed"] >= 2 and metrics["history"]  # how far it got is kept
+        assert "last training step reached**: none" not in analysis
+    elif phase == "evaluation":
+        assert metrics["status"] == "completed"
+    else:
+        assert metrics["status"] == "skipped" and metrics["history"] == []
+
+
+def test_official_defaults_without_a_gpu_fail_in_preflight_with_full_evidence(tmp_path, monkeypatch):
+    """The design card's command with the notebook's own defaults, on this machine (no GPU)."""
+    no_hub_credentials(monkeypatch, tmp_path)
+    run_dir = REPO_ROOT / "submission_runs" / "m44_v1"
+    assert sorted(p.name for p in run_dir.iterdir()) == [".gitkeep"], "the official folder must be unused"
+    before = describe_repository()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "papermill", "notebooks/m44.ipynb", "submission_runs/m44_v1/run.ipynb"],
+            cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8",
+        )
+        assert done.returncode != 0
+        for name in REQUIRED_ALWAYS + REQUIRED_ON_FAILURE:
+            assert (run_dir / name).is_file(), name
+        analysis = (run_dir / "failure_analysis.md").read_text(encoding="utf-8")
+        assert "- **phase**: preflight" in analysis and "no CUDA device found" in analysis
+        summary = (run_dir / "m44_summary.md").read_text(encoding="utf-8").splitlines()
+        assert all(line in summary for line in STATEMENTS)
+        assert json.loads((run_dir / "training_metrics.json").read_text(encoding="utf-8"))["status"] == "skipped"
+        assert "No CUDA device is visible" in (run_dir / "gpu_snapshot.txt").read_text(encoding="utf-8")
+    finally:  # the official folder goes back to its committed, empty state
+        for path in sorted(run_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.name != ".gitkeep":
+                path.rmdir() if path.is_dir() else path.unlink()
+    after = describe_repository()
+    assert (after["status"], after["diff_sha256"]) == (before["status"], before["diff_sha256"])
+
+
+def repository_files() -> dict[str, int]:
+    """Every file of the checkout (ignored ones included, bytecode caches too) and its mtime."""
+    return {
+        str(p.relative_to(REPO_ROOT)): p.stat().st_mtime_ns
+        for p in REPO_ROOT.rglob("*")
+        if p.is_file() and not {".git", ".venv"} & set(p.relative_to(REPO_ROOT).parts)
+    }
+
+
+def used_run_folder(tmp_path: Path) -> tuple[Path, dict]:
+    run_dir = tmp_path / "used"
+    run_dir.mkdir()
+    for name, text in (("m44_summary.md", "# an earlier run\n"), ("run.ipynb", "{}"), ("training_log.txt", "step 1\n")):
+        (run_dir / name).write_text(text, encoding="utf-8")
+    return run_dir, {p.name: p.read_bytes() for p in run_dir.iterdir()}
+
+
+def test_main_command_refuses_a_used_run_folder_and_leaves_it_untouched(tmp_path):
+    run_dir, before = used_run_folder(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "lib.execute", "--params", "params/embedded.yaml", "--run-dir", str(run_dir)],
+        cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8",
+    )
+    assert done.returncode != 0
+    assert "already holds a run" in done.stderr and "choose a new run_dir" in done.stderr
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_notebook_refuses_a_used_run_folder_before_writing_evidence(tmp_path):
+    run_dir, before = used_run_folder(tmp_path)
+    with pytest.raises(papermill.PapermillExecutionError, match="already holds a run"):
+        execute(run_dir, embedded(), create=False)
+    after = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    # papermill itself writes run.ipynb before the first cell can refuse; nothing else changes.
+    assert set(after) == set(before)
+    assert {k: v for k, v in after.items() if k != "run.ipynb"} == {k: v for k, v in before.items() if k != "run.ipynb"}
+
+
+def test_no_secret_reaches_any_artifact_and_the_repository_is_unchanged(tmp_path):
+    """A complete run with a canary token in the environment, through the main command."""
+    env = {**os.environ, "HF_TOKEN": CANARY, "HUGGING_FACE_HUB_TOKEN": CANARY + "2"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # the run itself must keep bytecode caches out of the repository
+    params = tmp_path / "short.yaml"
+    params.write_text("\n".join(f"{k}: {v}" for k, v in embedded().items()) + "\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    before = describe_repository(), repository_files()
+    done = subprocess.run(
+        [sys.executable, "-B", "-m", "lib.execute", "--params", str(params), "--run-dir", str(run_dir)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, encoding="utf-8",
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    after = describe_repository(), repository_files()
+    assert (after[0]["status"], after[0]["diff_sha256"]) == (before[0]["status"], before[0]["diff_sha256"])
+    assert after[1] == before[1], "files appeared, changed or vanished in the repository"
+
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert {"run.ipynb", "run.html", "env_snapshot.txt", "training_log.txt"} <= {p.name for p in files}
+    for path in files:
+        assert CANARY.encode() not in path.read_bytes(), path
+    snapshot = (run_dir / "env_snapshot.txt").read_text(encoding="utf-8")
+    assert "HF_TOKEN=[REDACTED]" in snapshot and "HUGGING_FACE_HUB_TOKEN=[REDACTED]" in snapshot
+    summary = (run_dir / "m44_summary.md").read_text(encoding="utf-8")
+    assert "unchanged during the run" in summary
