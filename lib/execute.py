@@ -58,8 +58,16 @@ def new_run_dir(profile: str) -> Path:
     return candidate
 
 
+REPORT_TEMPLATE = Path(__file__).parent / "report_template"
+
+
 def render_html(notebook: Path) -> Path:
-    body, _ = HTMLExporter().from_filename(str(notebook))
+    """The report: the executed notebook with its code hidden, in one file that opens offline."""
+    exporter = HTMLExporter(
+        extra_template_basedirs=[str(REPORT_TEMPLATE)], template_name="m44",
+        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+    )
+    body, _ = exporter.from_filename(str(notebook))
     return write_text(notebook.with_suffix(".html"), body)
 
 

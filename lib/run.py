@@ -39,6 +39,7 @@ class Run:
     phases: dict[str, PhaseRecord] = field(default_factory=dict)
     repository_before: dict = field(default_factory=dict)
     repository_after: dict = field(default_factory=dict)
+    outcome: dict | None = None  # set by consolidate()
 
     @classmethod
     def start(cls, namespace: dict) -> Run:
@@ -100,17 +101,26 @@ class Run:
     def failed_phase(self) -> PhaseRecord | None:
         return next((p for p in self.phases.values() if p.status == "failed"), None)
 
-    def finish(self) -> dict:
-        """M44.3: write the summary (and the failure analysis), hash everything, then raise if failed."""
+    def consolidate(self) -> dict:
+        """M44.3: check the repository, write the summary (and failure analysis), hash everything.
+
+        Never raises for a failed run: the evidence is completed first, `finish` raises after.
+        """
         self._check_repository_unchanged()
-        outcome = consolidation.consolidate(self)
+        self.outcome = consolidation.consolidate(self)
+        return self.outcome
+
+    def finish(self) -> dict:
+        """Consolidate (unless done), then raise if any phase failed, so papermill exits non-zero."""
+        if self.outcome is None:
+            self.consolidate()
         failed = self.failed_phase
         if failed is not None:
             raise RuntimeError(
                 f"M44 run FAILED in phase {failed.name}: {failed.cause} "
                 f"(evidence complete in {self.dir})"
             )
-        return outcome
+        return self.outcome
 
     def _check_repository_unchanged(self) -> None:
         """The run writes only inside its folder: a changed repository fails the run."""

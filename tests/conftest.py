@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,18 @@ def embedded_cfg(official_params, tmp_path: Path) -> RunConfig:
 
 def replace(cfg: RunConfig, **changes) -> RunConfig:
     return dataclasses.replace(cfg, **changes)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The main command exactly as `make demo` runs it, into a fresh folder outside the repository.
+
+    Session-scoped: the notebook and report tests read the same real embedded-default run.
+    """
+    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "lib.execute", "--params", "params/embedded.yaml", "--run-dir", str(run_dir)],
+        cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8",
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return run_dir, done

@@ -31,18 +31,6 @@ def execute(run_dir: Path, **params) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The main command exactly as `make demo` runs it, into a fresh folder outside the repository."""
-    run_dir = tmp_path_factory.mktemp("demo") / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "lib.execute", "--params", "params/embedded.yaml", "--run-dir", str(run_dir)],
-        cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8",
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return run_dir, done
-
-
 def test_demo_leaves_the_complete_evidence_set(demo_run):
     run_dir, done = demo_run
     for name in REQUIRED_ALWAYS + REQUIRED_ON_SUCCESS + ("run.ipynb", "run.html", "loss_curve.png", "manifest.json"):
