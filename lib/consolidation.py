@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from typing import TYPE_CHECKING
 
+import torch
+
+from lib.evaluation import describe
 from lib.evidence import MANIFEST_NAME, read_json, write_json, write_manifest, write_text
 from lib.snapshot import write_env_snapshot, write_gpu_snapshot
 
@@ -116,15 +121,32 @@ def render_failure_analysis(run: Run, training_metrics: dict) -> str:
 def render_summary(run: Run, status: str, training: dict, evaluation: dict | None) -> str:
     cfg = run.cfg
     history = training.get("history") or []
+    failed = run.failed_phase
+    skipped = [p for p in run.phases.values() if p.status == "skipped"]
     lines = [
-        "# M44 summary",
+        f"# M44 summary: {status.upper()}",
         "",
-        *STATEMENTS,
+        # A blank quote line between them, so that Markdown shows the two statements as two lines.
+        STATEMENTS[0],
+        ">",
+        STATEMENTS[1],
         "",
+    ]
+    if failed is not None:
+        lines += [
+            f"**Failed in phase {failed.name}**: {failed.cause}",
+            "",
+            f"**Skipped**: {', '.join(f'{p.name} ({p.cause})' for p in skipped) or 'nothing'}. "
+            "Details: failure_analysis.md.",
+            "",
+        ]
+    lines += [
         f"- **status**: {status}",
         f"- **run folder**: {run.dir.name}",
-        f"- **model**: {cfg.model_name if cfg else 'unknown (invalid parameters)'}",
+        f"- **model**: {cfg.model_name if cfg else repr(run.params.get('model_name')) + ' (parameters invalid)'}",
         f"- **device / dtype**: {f'{cfg.device} / {cfg.dtype}' if cfg else 'unknown'}",
+        f"- **hardware**: {_hardware()}",
+        f"- **run time**: {sum(p.duration_s for p in run.phases.values()):.1f} s over all phases",
         f"- **config sha256**: {cfg.sha256() if cfg else 'n/a'}",
         f"- **repository**: commit {run.repository_before.get('commit', 'unknown')}, "
         f"{'with' if run.repository_before.get('dirty') else 'no'} uncommitted changes; {_repository_verdict(run)}",
@@ -138,9 +160,16 @@ def render_summary(run: Run, status: str, training: dict, evaluation: dict | Non
             m = evaluation[label]
             lines.append(f"- **{label}**: accuracy {m['accuracy']:.2%} (lenient {m['accuracy_lenient']:.2%}), "
                          f"format rate {m['format_rate']:.2%}, n={m['n']}")
+        if "comparison" in evaluation:
+            lines.append(f"- **trained vs baseline**: strict accuracy {describe(evaluation['comparison']['strict'])}")
     lines += ["", "## Phases", "", "| phase | status | seconds | note |", "|---|---|---|---|"]
     lines += [f"| {p.name} | {p.status} | {p.duration_s:.1f} | {p.cause} |" for p in run.phases.values()]
-    if run.failed_phase:
-        lines += ["", "The run failed; see failure_analysis.md."]
-    lines += ["", "Plots: loss_curve.png. File hashes: manifest.json.", ""]
+    plots = sorted(p.name for p in run.dir.glob("*.png"))
+    lines += ["", f"Plots: {', '.join(plots) or 'none (training logged no step)'}. File hashes: manifest.json.", ""]
     return "\n".join(lines)
+
+
+def _hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}, torch {torch.__version__}"
+    return f"no GPU; CPU {platform.machine()}, {os.cpu_count()} logical cores, torch {torch.__version__}"

@@ -12,6 +12,7 @@ from lib import consolidation
 from lib.config import REPO_ROOT, RunConfig, collect_parameters
 from lib.evidence import write_json
 from lib.snapshot import describe_repository
+from lib.verify import verify
 
 # papermill writes the executed notebook into the run folder before the first cell runs, and
 # the official folder is committed empty (papermill needs it to exist): neither makes it used.
@@ -111,15 +112,25 @@ class Run:
         return self.outcome
 
     def finish(self) -> dict:
-        """Consolidate (unless done), then raise if any phase failed, so papermill exits non-zero."""
+        """Consolidate (unless done) and verify the folder; raise if a phase failed or it does not verify.
+
+        Raising is what makes papermill exit non-zero. The verification only reads: anything
+        written after the manifest would itself be a problem.
+        """
         if self.outcome is None:
             self.consolidate()
+        problems = verify(self.dir)
+        for problem in problems:
+            print(f"VERIFY FAILED: {problem}")
+        print(f"verification of the run folder: {'OK' if not problems else f'{len(problems)} problems'}")
         failed = self.failed_phase
         if failed is not None:
             raise RuntimeError(
                 f"M44 run FAILED in phase {failed.name}: {failed.cause} "
                 f"(evidence complete in {self.dir})"
             )
+        if problems:
+            raise RuntimeError(f"M44 run folder {self.dir} failed verification: {problems[0]}")
         return self.outcome
 
     def _check_repository_unchanged(self) -> None:

@@ -1,0 +1,298 @@
+"""lib.verify on real run folders: the notebook run once through papermill, then copied and damaged per test."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import papermill
+import pytest
+
+from lib.config import REPO_ROOT
+from lib.consolidation import REQUIRED_ALWAYS
+from lib.evaluation import write_evaluation
+from lib.evidence import MANIFEST_NAME, write_json, write_manifest, write_text
+from lib.execute import render_html
+from lib.run import Run
+from lib.verify import NotARunFolder, check, main, verify
+from tests.conftest import NOTEBOOK, profile
+from tests.test_evaluation import eval_items, generations
+
+TINY_RUN = {"max_steps": 10, "logging_steps": 5, "max_new_tokens": 24}
+
+
+def execute(run_dir: Path, **params) -> None:
+    """The raw papermill flow: run.ipynb is saved again after the manifest; no run.html."""
+    run_dir.mkdir(parents=True)
+    try:
+        papermill.execute_notebook(
+            str(NOTEBOOK), str(run_dir / "run.ipynb"), cwd=str(REPO_ROOT), progress_bar=False,
+            parameters={**profile("embedded"), **params, "run_dir": str(run_dir)},
+        )
+    except papermill.PapermillExecutionError:
+        pass  # a documented failure is still a run folder; callers check what they need
+
+
+def status_of(run_dir: Path) -> str:
+    return re.search(r"^- \*\*status\*\*: (.*)$", read(run_dir, "m44_summary.md"), re.M)[1]
+
+
+@pytest.fixture(scope="module")
+def papermill_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("verify") / "run"
+    execute(run_dir, **TINY_RUN)
+    # Others editing the repository meanwhile fail the run's repository guard, after evaluation:
+    # still a documented run with every number these tests need.
+    assert (run_dir / "evaluation_results.json").is_file(), f"the run {status_of(run_dir)}"
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def executed_run(papermill_run, tmp_path_factory) -> Path:
+    """As `python -m lib.execute` leaves it: run.html rendered, then the manifest rewritten."""
+    run_dir = tmp_path_factory.mktemp("verify") / "run"
+    shutil.copytree(papermill_run, run_dir)
+    render_html(run_dir / "run.ipynb")
+    write_manifest(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def failed_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("verify") / "run"
+    execute(run_dir, max_steps=0)  # an invalid parameter: documented, then the notebook fails
+    assert status_of(run_dir) == "failed in parameters"
+    return run_dir
+
+
+def copy(source: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(source, tmp_path / "run"))
+
+
+def read(run_dir: Path, name: str) -> str:
+    return (run_dir / name).read_text(encoding="utf-8")
+
+
+def edit(run_dir: Path, name: str, old: str, new: str) -> None:
+    text = read(run_dir, name)
+    assert text.count(old) == 1, f"{old!r} in {name}"
+    (run_dir / name).write_text(text.replace(old, new), encoding="utf-8", newline="\n")
+
+
+def line_of(run_dir: Path, name: str, start: str) -> str:
+    return next(line for line in read(run_dir, name).splitlines() if line.startswith(start))
+
+
+def other_percent(shown: str) -> str:
+    return "57.00%" if shown != "57.00%" else "58.00%"
+
+
+def naming(problems: list[str], name: str) -> list[str]:
+    return [p for p in problems if p.startswith(f"{name}:")]
+
+
+@pytest.mark.notebook
+def test_a_papermill_run_folder_passes_with_run_ipynb_not_hash_checked(papermill_run, capsys):
+    assert verify(papermill_run) == []
+    assert main([str(papermill_run)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    listed = json.loads(read(papermill_run, MANIFEST_NAME))["files"]
+    assert out[-1] == f"OK: {len(listed) - 1} files verified"  # all but run.ipynb
+    assert any(line.startswith("note: run.ipynb: saved by papermill after manifest.json") for line in out)
+    summary = read(papermill_run, "m44_summary.md")
+    assert "- **trained vs baseline**: strict accuracy " in summary and " points (95% CI " in summary
+
+
+@pytest.mark.notebook
+def test_the_folder_lib_execute_leaves_passes_with_every_file_checked(executed_run, capsys):
+    assert main([str(executed_run)]) == 0
+    listed = json.loads(read(executed_run, MANIFEST_NAME))["files"]
+    assert {"run.ipynb", "run.html"} <= {f["path"] for f in listed}
+    assert capsys.readouterr().out.splitlines()[-1] == f"OK: {len(listed)} files verified"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("name", [
+    "training_metrics.json", "evaluation_results.json", "loss_curve.png", "training_log.txt",
+    "m44_summary.md", "checkpoints/final/model.safetensors", "run.ipynb", "run.html",
+])
+def test_one_changed_byte_names_the_file(executed_run, tmp_path, name, capsys):
+    run_dir = copy(executed_run, tmp_path)
+    data = bytearray((run_dir / name).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (run_dir / name).write_bytes(bytes(data))
+    assert f"{name}: sha256 differs from manifest.json (same size, changed content)" in verify(run_dir)
+    assert main([str(run_dir)]) == 1
+    assert capsys.readouterr().out.splitlines()[-1].startswith("FAILED: ")
+
+
+@pytest.mark.notebook
+def test_after_raw_papermill_run_ipynb_may_change_but_must_stay_a_notebook(papermill_run, tmp_path):
+    run_dir = copy(papermill_run, tmp_path)
+    notebook = json.loads(read(run_dir, "run.ipynb"))
+    notebook["cells"].append({"cell_type": "markdown", "metadata": {}, "source": "saved again"})
+    (run_dir / "run.ipynb").write_text(json.dumps(notebook), encoding="utf-8")
+    assert verify(run_dir) == []
+    (run_dir / "run.ipynb").write_text("not a notebook", encoding="utf-8")
+    assert verify(run_dir) == ["run.ipynb: not a notebook (not JSON with a list of cells)"]
+
+
+@pytest.mark.notebook
+def test_files_missing_or_added_after_the_manifest_are_named(executed_run, tmp_path):
+    run_dir = copy(executed_run, tmp_path)
+    (run_dir / "loss_curve.png").unlink()
+    (run_dir / "notes.txt").write_text("added later\n", encoding="utf-8")
+    assert sorted(verify(run_dir)) == [
+        "loss_curve.png: listed in manifest.json but missing",
+        "notes.txt: in the folder but not listed in manifest.json",
+    ]
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("name", ["env_snapshot.txt", "training_metrics.json", "evaluation_summary.md"])
+def test_a_missing_required_file_is_named_even_if_the_manifest_is_rewritten(papermill_run, tmp_path, name):
+    run_dir = copy(papermill_run, tmp_path)
+    (run_dir / name).unlink()
+    assert f"{name}: listed in manifest.json but missing" in verify(run_dir)
+    write_manifest(run_dir)
+    status = "completed" if status_of(run_dir) == "completed" else "failed"
+    if name in REQUIRED_ALWAYS or status == "completed":
+        assert f"{name}: required in a {status} run, missing" in verify(run_dir)
+
+
+@pytest.mark.notebook
+def test_an_edited_accuracy_in_m44_summary_names_the_file_and_the_number(papermill_run, tmp_path):
+    run_dir = copy(papermill_run, tmp_path)
+    line = line_of(run_dir, "m44_summary.md", "- **trained**: accuracy ")
+    shown = line.split()[3]
+    edit(run_dir, "m44_summary.md", line, line.replace(f"accuracy {shown}", f"accuracy {other_percent(shown)}"))
+    expected = f"m44_summary.md: trained accuracy says {other_percent(shown)}, evaluation_results.json has {shown}"
+    assert expected in verify(run_dir)  # the manifest names it too
+    write_manifest(run_dir)  # re-hashed after the edit: the numbers still disagree
+    assert verify(run_dir) == [expected]
+
+
+@pytest.mark.notebook
+def test_an_edited_loss_in_m44_summary_is_named(papermill_run, tmp_path):
+    run_dir = copy(papermill_run, tmp_path)
+    last = json.loads(read(run_dir, "training_metrics.json"))["history"][-1]
+    edit(run_dir, "m44_summary.md", f"-> {last['loss']:.4f}", "-> 0.0001")
+    write_manifest(run_dir)
+    assert verify(run_dir) == [f"m44_summary.md: last loss says 0.0001, training_metrics.json has {last['loss']:.4f}"]
+
+
+@pytest.mark.notebook
+def test_an_edited_format_rate_in_evaluation_summary_is_named(papermill_run, tmp_path):
+    run_dir = copy(papermill_run, tmp_path)
+    row = line_of(run_dir, "evaluation_summary.md", "| trained | ")
+    cells = row.split(" | ")
+    cells[3] = other_percent(cells[3])
+    edit(run_dir, "evaluation_summary.md", row, " | ".join(cells))
+    write_manifest(run_dir)
+    assert verify(run_dir) == [
+        f"evaluation_summary.md: trained format rate says {cells[3]}, evaluation_results.json has "
+        f"{row.split(' | ')[3]}"
+    ]
+
+
+@pytest.mark.notebook
+def test_an_edited_metric_in_the_results_disagrees_with_both_summaries_and_the_items(papermill_run, tmp_path):
+    run_dir = copy(papermill_run, tmp_path)
+    results = json.loads(read(run_dir, "evaluation_results.json"))
+    results["metrics"]["trained"]["accuracy"] = 0.57 if results["metrics"]["trained"]["accuracy"] != 0.57 else 0.58
+    (run_dir / "evaluation_results.json").write_text(json.dumps(results), encoding="utf-8")
+    write_manifest(run_dir)
+    problems = verify(run_dir)
+    assert any(p.startswith("evaluation_results.json: metrics.trained.accuracy is 0.5") for p in problems)
+    assert any(p.startswith("m44_summary.md: trained accuracy says ") for p in problems)
+    assert any(p.startswith("evaluation_summary.md: trained accuracy says ") for p in problems)
+    assert any(p.startswith("evaluation_summary.md: strict accuracy trained says ") for p in problems)
+
+
+@pytest.mark.notebook
+def test_a_committed_folder_without_its_model_weights_passes(executed_run, tmp_path, capsys):
+    run_dir = copy(executed_run, tmp_path)
+    shutil.rmtree(run_dir / "checkpoints")  # ignored by git: a clone of the repository lacks them
+    shutil.rmtree(run_dir / "base_model")
+    assert main([str(run_dir)]) == 0
+    assert any(line.startswith("note: checkpoints/: ") for line in capsys.readouterr().out.splitlines())
+    partial = copy(executed_run, tmp_path / "partial")
+    (partial / "checkpoints" / "final" / "config.json").unlink()  # there, but incomplete: checked
+    assert verify(partial) == ["checkpoints/final/config.json: listed in manifest.json but missing"]
+
+
+@pytest.mark.notebook
+def test_crlf_line_endings_from_a_checkout_are_named_as_such(executed_run, tmp_path):
+    run_dir = copy(executed_run, tmp_path)
+    path = run_dir / "training_log.txt"
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    assert naming(verify(run_dir), "training_log.txt") == [
+        "training_log.txt: differs from manifest.json only in line endings (CRLF; a git checkout converted it?)"
+    ]
+
+
+@pytest.mark.notebook
+def test_a_failed_run_passes_with_its_failure_files(failed_run, tmp_path):
+    assert (failed_run / "failure_analysis.md").is_file()
+    assert not (failed_run / "evaluation_results.json").exists()
+    assert verify(failed_run) == []
+    run_dir = copy(failed_run, tmp_path)
+    (run_dir / "failure_analysis.md").unlink()
+    write_manifest(run_dir)
+    assert verify(run_dir) == ["failure_analysis.md: required in a failed run, missing"]
+
+
+def test_a_folder_that_is_no_run_folder_exits_2(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a run\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "lib.verify", str(tmp_path)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, encoding="utf-8")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{tmp_path} is not a run folder: it holds neither manifest.json nor m44_summary.md" in done.stderr
+    assert main([str(tmp_path / "absent")]) == 2
+    with pytest.raises(NotARunFolder, match="is not a folder"):
+        check(tmp_path / "absent")
+
+
+def fake_training_and_evaluation(cfg, run_dir):
+    """Both phases' files through the real writers, in a second instead of a notebook run."""
+    write_json(run_dir / "training_metrics.json", {
+        "status": "completed", "steps_completed": 20, "runtime_s": 1.5,
+        "history": [{"step": 10, "loss": 2.5}, {"step": 20, "loss": 1.25}],
+    })
+    write_text(run_dir / "training_log.txt", "step 10 loss 2.5\nstep 20 loss 1.25\n")
+    write_evaluation(run_dir, cfg, eval_items(), generations())
+
+
+def test_a_completed_run_built_directly_passes_and_a_failure_analysis_in_it_is_named(tmp_path, official_params):
+    run = Run.start({**official_params, **profile("embedded"), "run_dir": str(tmp_path / "run")})
+    run.phase("evaluation", fake_training_and_evaluation)
+    run.finish()
+    assert status_of(run.dir) == "completed"
+    summary = read(run.dir, "m44_summary.md")
+    assert "- **trained**: accuracy 66.67% (lenient 66.67%), format rate 100.00%, n=3" in summary
+    assert verify(run.dir) == []
+    (run.dir / "failure_analysis.md").write_text("# invented\n", encoding="utf-8")
+    write_manifest(run.dir)
+    assert verify(run.dir) == ["failure_analysis.md: present, but m44_summary.md says the run completed"]
+
+
+def boom(cfg, run_dir):
+    raise OSError("disk on fire")
+
+
+def test_a_run_without_papermill_passes_and_a_changed_file_is_named(tmp_path, official_params):
+    """lib.run.Run used directly (no run.ipynb): quick, so the verifier is covered without the notebook."""
+    run = Run.start({**official_params, **profile("embedded"), "run_dir": str(tmp_path / "run")})
+    run.phase("preflight", boom)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run.finish()
+    assert verify(run.dir) == []
+    edit(run.dir, "training_metrics.json", '"steps_completed": 0', '"steps_completed": 7')
+    assert verify(run.dir) == [
+        "training_metrics.json: sha256 differs from manifest.json (same size, changed content)",
+        "m44_summary.md: training steps says 0, training_metrics.json has 7",
+    ]
