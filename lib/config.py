@@ -33,7 +33,7 @@ class RunConfig:
     """Every setting of one M44 run. Defaults live in the notebook's parameters cell."""
 
     # model
-    model_name: str  # hub id, local model folder, or "embedded"
+    model_name: str  # hub id, local model folder, "embedded", or "gemma-3-270m-gguf" (lib/gguf_model.py)
     device: str = field(metadata=_choices("cuda", "cpu"))
     dtype: str = field(metadata=_choices("bfloat16", "float32"))
     attn_implementation: str = field(metadata=_choices("eager", "sdpa"))

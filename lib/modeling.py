@@ -32,9 +32,33 @@ def load_model(source: str, cfg: RunConfig, tokenizer: PreTrainedTokenizerBase) 
         # Gemma 2 needs eager attention for its logit soft-capping; a parameter for the rest.
         attn_implementation=cfg.attn_implementation,
     )
-    if model.get_input_embeddings().num_embeddings < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    known = model.get_input_embeddings().num_embeddings
+    if known < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        init_added_tokens(model, tokenizer, range(known, len(tokenizer)))
     return model.to(cfg.device)
+
+
+@torch.no_grad()
+def init_added_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, token_ids: range) -> None:
+    """Start each added token (the response tags) at the mean of the pieces the model knows it as.
+
+    transformers' mean_resizing starts every new row near the mean of ALL embeddings: the four
+    tags then look alike, and a short fine-tune cannot tell them apart (gemma-3-270m, 60 steps:
+    format rate 0%, every answer opened with <answer>). "<reasoning>" split by the tokenizer's
+    own model is '<' 'reason' 'ing' '>': the mean of those rows is distinct and already means
+    something. The output rows get the same treatment when they are not tied to the input ones.
+    """
+    matrices = [model.get_input_embeddings().weight]
+    output = model.get_output_embeddings()
+    if output is not None and output.weight.data_ptr() != matrices[0].data_ptr():
+        matrices.append(output.weight)
+    for token_id in token_ids:
+        text = tokenizer.convert_ids_to_tokens(token_id)
+        # The tokenizer's model alone, without its added tokens: the pieces of the original vocabulary.
+        pieces = [t.id for t in tokenizer.backend_tokenizer.model.tokenize(text)]
+        for weights in matrices:
+            weights[token_id] = weights[pieces].mean(dim=0)
 
 
 def free_device_memory() -> None:

@@ -12,13 +12,14 @@ import psutil
 import torch
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
+from lib import gguf_model
 from lib.config import RunConfig
 from lib.data import check_datasets, load_eval, load_traces
 from lib.embedded import build_embedded_model
 from lib.modeling import load_tokenizer
 from lib.render import encode_traces
 from lib.resources import GIB, estimate_training_memory
-from lib.snapshot import write_env_snapshot, write_gpu_snapshot
+from lib.snapshot import append_model_provenance, write_env_snapshot, write_gpu_snapshot
 
 BASE_MODEL_DIR = "base_model"  # where the embedded model is built, inside the run folder
 
@@ -126,6 +127,12 @@ def _resolve_model(found: dict, cfg: RunConfig, run_dir: Path) -> str:
             raise RuntimeError("not built: the embedded tokenizer is trained on the training data")
         found["model_source"] = str(build_embedded_model(found["traces"], cfg.seed, run_dir / BASE_MODEL_DIR))
         return f"embedded model built in {BASE_MODEL_DIR}/"
+    if cfg.model_name == gguf_model.MODEL_NAME:
+        # Converted once into a cache outside the repository; fails with how to install the package.
+        folder = gguf_model.materialise()
+        found["model_source"] = str(folder)
+        append_model_provenance(run_dir, folder)
+        return gguf_model.describe(folder)
     local = Path(cfg.model_name)
     if local.is_dir():
         found["model_source"] = str(local)

@@ -135,6 +135,19 @@ def write_env_snapshot(run_dir: Path) -> Path:
     return write_text(run_dir / "env_snapshot.txt", "\n".join(lines))
 
 
+def append_model_provenance(run_dir: Path, model_dir: Path) -> None:
+    """Add a model folder's PROVENANCE.md (where the weights came from, their terms) to env_snapshot.txt.
+
+    Pre-flight calls it once the model is resolved, which is after the snapshot was written.
+    """
+    provenance = model_dir / "PROVENANCE.md"
+    snapshot = run_dir / "env_snapshot.txt"
+    if provenance.is_file() and snapshot.is_file():
+        text = snapshot.read_text(encoding="utf-8").rstrip("\n")
+        section = f"## model provenance ({provenance})\n\n{provenance.read_text(encoding='utf-8')}"
+        write_text(snapshot, f"{text}\n\n{section}")
+
+
 def write_gpu_snapshot(run_dir: Path) -> Path:
     smi = _run(["nvidia-smi"])
     query = _run([
