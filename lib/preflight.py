@@ -17,7 +17,7 @@ from lib.config import RunConfig
 from lib.data import check_datasets, load_eval, load_traces
 from lib.embedded import build_embedded_model
 from lib.modeling import load_tokenizer
-from lib.render import encode_traces
+from lib.render import IGNORE_INDEX, encode_traces
 from lib.resources import GIB, estimate_training_memory
 from lib.snapshot import append_model_provenance, write_env_snapshot, write_gpu_snapshot
 
@@ -171,14 +171,17 @@ def _encode(found: dict, cfg: RunConfig) -> str:
         raise RuntimeError("not checked: no model source or no training data")
     tokenizer = load_tokenizer(found["model_source"])
     # The worker encodes the same way for training; here every record must fit, untruncated.
-    longest = max(len(e["input_ids"]) for e in encode_traces(found["traces"], tokenizer, cfg.max_seq_length))
-    return f"longest record {longest} tokens <= max_seq_length {cfg.max_seq_length}"
+    examples = encode_traces(found["traces"], tokenizer, cfg.max_seq_length)
+    longest = max(len(e["input_ids"]) for e in examples)
+    found["loss_tokens"] = max(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples)
+    return (f"longest record {longest} tokens <= max_seq_length {cfg.max_seq_length}; "
+            f"longest response {found['loss_tokens']} tokens")
 
 
 def _check_memory(found: dict, cfg: RunConfig) -> str:
     if "model_source" not in found:
         raise RuntimeError("not checked: no model source")
-    footprint = estimate_training_memory(found["model_source"], cfg)
+    footprint = estimate_training_memory(found["model_source"], cfg, found.get("loss_tokens"))
     found["footprint"] = footprint
     if cfg.device == "cuda":
         if not torch.cuda.is_available():

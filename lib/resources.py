@@ -21,7 +21,8 @@ BYTES = {"bfloat16": 2, "float32": 4}
 # "Reducing Activation Recomputation in Large Transformer Models", 2022, adapted to GeGLU), and
 # eager attention keeps ~4 score tensors of sequence length per head.
 HIDDEN_TENSORS, INTERMEDIATE_TENSORS, SCORE_TENSORS = 15, 8, 4
-# The loss upcasts logits to float32 and keeps them, their softmax and their gradient.
+# The loss upcasts logits to float32 and keeps them, their softmax and their gradient; only at
+# the positions the loss reads (the response), as lib/training.py computes them.
 LOGIT_COPIES = 3
 # CUDA context, allocator caching and fragmentation on top of the sum (uncalibrated: see
 # docs/BENCHMARKS.md for the measured peak when a GPU was available).
@@ -61,7 +62,12 @@ def count_parameters(model_source: str) -> tuple[int, object]:
     return sum(p.numel() for p in model.parameters()), config
 
 
-def estimate_training_memory(model_source: str, cfg: RunConfig) -> Footprint:
+def estimate_training_memory(model_source: str, cfg: RunConfig, loss_tokens: int | None = None) -> Footprint:
+    """The footprint of training at micro-batch `cfg.batch_size` and `cfg.max_seq_length` tokens.
+
+    `loss_tokens`: the most positions of one record the loss reads (its response); training
+    computes logits only there (lib/training.py). Unknown, every position is counted.
+    """
     n, config = count_parameters(model_source)
     text = getattr(config, "text_config", config)
     b = BYTES[cfg.dtype]
@@ -80,5 +86,5 @@ def estimate_training_memory(model_source: str, cfg: RunConfig) -> Footprint:
         gradients=n * b,
         optimizer=optimizer,
         activations=tokens * text.num_hidden_layers * per_token_layer,
-        logits=tokens * text.vocab_size * 4 * LOGIT_COPIES,
+        logits=cfg.batch_size * (loss_tokens or cfg.max_seq_length) * text.vocab_size * 4 * LOGIT_COPIES,
     )

@@ -63,3 +63,6 @@ def test_memory_estimate_of_the_official_run(gemma_2b, embedded_cfg):
     assert adamw.optimizer == 2 * footprint.weights
     longer = estimate_training_memory(gemma_2b, replace(official, batch_size=4))
     assert longer.activations == 4 * footprint.activations and longer.logits == 4 * footprint.logits
+    # Logits only where the loss reads them: a 128-token response needs a quarter of 512 positions.
+    response_only = estimate_training_memory(gemma_2b, official, loss_tokens=128)
+    assert response_only.logits * 4 == footprint.logits and response_only.total < footprint.total
