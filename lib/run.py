@@ -12,7 +12,6 @@ from lib import consolidation
 from lib.config import REPO_ROOT, RunConfig, collect_parameters
 from lib.evidence import write_json
 from lib.snapshot import describe_repository
-from lib.verify import verify
 
 # papermill writes the executed notebook into the run folder before the first cell runs, and
 # the official folder is committed empty (papermill needs it to exist): neither makes it used.
@@ -119,6 +118,10 @@ class Run:
         """
         if self.outcome is None:
             self.consolidate()
+        # Imported here: lib/__init__ imports this module, and a top-level import would make
+        # `python -m lib.verify` find lib.verify already imported (runpy warns about that).
+        from lib.verify import verify
+
         problems = verify(self.dir)
         for problem in problems:
             print(f"VERIFY FAILED: {problem}")
