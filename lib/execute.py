@@ -24,6 +24,7 @@ from nbconvert import HTMLExporter
 from lib.config import REPO_ROOT, RunConfig
 from lib.evidence import write_manifest, write_text
 from lib.run import refuse_used_folder
+from lib.verify import verify
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "m44.ipynb"
 RUNS = REPO_ROOT / "submission_runs"
@@ -102,9 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         failed = exc  # the notebook has documented the failure; the report is still rendered
     report = render_html(output)
     write_manifest(run_dir)  # again, now that run.ipynb and run.html are final
+    problems = verify(run_dir)  # the folder as it will be committed: every hash, file and number
+    for problem in problems:
+        print(f"VERIFY FAILED: {problem}")
     print(f"\nReport: {report}")
     if failed is not None:
         print(f"The run FAILED ({failed.ename}: {failed.evalue}); see {run_dir / 'failure_analysis.md'}")
+        return 1
+    if problems:
+        print(f"The run folder does not verify ({len(problems)} problems); see above")
         return 1
     print(f"The run completed; summary: {run_dir / 'm44_summary.md'}")
     return 0
