@@ -92,9 +92,13 @@ def _repository_verdict(run: Run) -> str:
     return "unchanged during the run (git status and tracked-file diff identical before and after)"
 
 
+def _skipped(run: Run) -> str:
+    """The skipped phases with their reasons, for the failure analysis and the summary alike."""
+    return ", ".join(f"{p.name} ({p.cause})" for p in run.phases.values() if p.status == "skipped") or "nothing"
+
+
 def render_failure_analysis(run: Run, training_metrics: dict) -> str:
     failed = run.failed_phase
-    skipped = [p for p in run.phases.values() if p.status == "skipped"]
     history = training_metrics.get("history") or []
     last = history[-1] if history else None
     return "\n".join([
@@ -105,7 +109,7 @@ def render_failure_analysis(run: Run, training_metrics: dict) -> str:
         f"- **after**: {failed.duration_s:.1f} s in the phase",
         f"- **last training step reached**: {last['step'] if last else 'none'}"
         + (f" (loss {last['loss']:.4f})" if last else ""),
-        f"- **skipped**: {', '.join(f'{p.name} ({p.cause})' for p in skipped) or 'nothing'}",
+        f"- **skipped**: {_skipped(run)}",
         "",
         "Nothing was retried. Every evidence file was still written; see m44_summary.md.",
         "",
@@ -122,7 +126,6 @@ def render_summary(run: Run, status: str, training: dict, evaluation: dict | Non
     cfg = run.cfg
     history = training.get("history") or []
     failed = run.failed_phase
-    skipped = [p for p in run.phases.values() if p.status == "skipped"]
     lines = [
         f"# M44 summary: {status.upper()}",
         "",
@@ -136,7 +139,7 @@ def render_summary(run: Run, status: str, training: dict, evaluation: dict | Non
         lines += [
             f"**Failed in phase {failed.name}**: {failed.cause}",
             "",
-            f"**Skipped**: {', '.join(f'{p.name} ({p.cause})' for p in skipped) or 'nothing'}. "
+            f"**Skipped**: {_skipped(run)}. "
             "Details: failure_analysis.md.",
             "",
         ]

@@ -37,20 +37,16 @@ def show_preflight(run_dir: Path) -> None:
     config = read_json(run_dir / "config.json")
     display(pd.DataFrame({"value": {k: repr(v) for k, v in config["parameters"].items()}}).rename_axis(
         f"parameters (sha256 {config.get('sha256', 'n/a')[:12]})"))
-    facts = {}
-    for name in ("env_snapshot.txt", "gpu_snapshot.txt"):
-        path = run_dir / name
-        if path.exists():
-            facts.update(_top_facts(path.read_text(encoding="utf-8")))
+    snapshots = {
+        name: (run_dir / name).read_text(encoding="utf-8")
+        for name in ("env_snapshot.txt", "gpu_snapshot.txt") if (run_dir / name).exists()
+    }
+    facts = {key: value for text in snapshots.values() for key, value in _top_facts(text).items()}
     if facts:
         with pd.option_context("display.max_colwidth", None):
             display(pd.DataFrame({"value": facts}).rename_axis("environment"))
-    for name in ("env_snapshot.txt", "gpu_snapshot.txt"):
-        path = run_dir / name
-        if path.exists():
-            display(HTML(
-                f"<details><summary>{name}</summary><pre>{html.escape(path.read_text(encoding='utf-8'))}</pre></details>"
-            ))
+    for name, text in snapshots.items():
+        display(HTML(f"<details><summary>{name}</summary><pre>{html.escape(text)}</pre></details>"))
 
 
 def _top_facts(text: str) -> dict[str, str]:

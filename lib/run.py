@@ -38,7 +38,6 @@ class Run:
     params: dict
     phases: dict[str, PhaseRecord] = field(default_factory=dict)
     repository_before: dict = field(default_factory=dict)
-    repository_after: dict = field(default_factory=dict)
     outcome: dict | None = None  # set by consolidate()
 
     @classmethod
@@ -138,8 +137,7 @@ class Run:
 
     def _check_repository_unchanged(self) -> None:
         """The run writes only inside its folder: a changed repository fails the run."""
-        self.repository_after = describe_repository(self.dir)
-        before, after = self.repository_before, self.repository_after
+        before, after = self.repository_before, describe_repository(self.dir)
         if (before["status"], before["diff_sha256"]) == (after["status"], after["diff_sha256"]):
             return
         new_lines = sorted(set(after["status"].splitlines()) - set(before["status"].splitlines()))

@@ -125,13 +125,11 @@ def _record_failure(run_dir: Path, cause: str) -> None:
 class MetricsFile:
     """training_metrics.json, rewritten atomically at every logging step and at the end."""
 
-    def __init__(self, path: Path, cfg: RunConfig, num_records: int, num_parameters: int = 0,
-                 peak: Peak | None = None):
+    def __init__(self, path: Path, cfg: RunConfig, num_records: int, num_parameters: int, peak: Peak):
         self.path = path
         self.static = {
             "max_steps": cfg.max_steps, "num_records": num_records, "num_parameters": num_parameters,
-            "device_peak_flops": peak.flops if peak else None,
-            "device_peak_flops_source": peak.source if peak else None,
+            "device_peak_flops": peak.flops, "device_peak_flops_source": peak.source,
         }
         self.history: list[dict] = []
         self.summary: dict = {}
@@ -163,7 +161,7 @@ class EvidenceLogger(TrainerCallback):
     and the evidence must say so.
     """
 
-    def __init__(self, metrics: MetricsFile, log_path: Path, max_steps: int, device: str = "cpu"):
+    def __init__(self, metrics: MetricsFile, log_path: Path, max_steps: int, device: str):
         self.metrics = metrics
         self.log_path = log_path
         self.max_steps = max_steps
@@ -227,13 +225,12 @@ class EvidenceLogger(TrainerCallback):
         """Whole-run tokens, tokens/s and MFU so far: present whatever stops the run."""
         seconds = max(now - self.train_t0, 1e-9)
         tokens = state.num_input_tokens_seen
-        peak_flops = self.metrics.static["device_peak_flops"]
-        mfu = (model_flops_utilization(self.metrics.static["num_parameters"], tokens, seconds, peak_flops)
-               if peak_flops else None)
+        mfu = model_flops_utilization(
+            self.metrics.static["num_parameters"], tokens, seconds, self.metrics.static["device_peak_flops"])
         self.metrics.throughput = {
             "total_tokens": tokens,
             "tokens_per_s": round(tokens / seconds, 1),
-            "mfu": round(mfu, 6) if mfu is not None else None,
+            "mfu": round(mfu, 6),
         }
 
 
