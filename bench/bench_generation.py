@@ -6,7 +6,7 @@ It loads one model (by default the untrained embedded model, built from the trai
 a temporary folder; or any saved model folder, e.g. submission_runs/<run>/checkpoints/final),
 generates on every eval item with lib.generation.generate_greedy twice, batched
 (eval_batch_size) and one item at a time, checks the outputs are identical, and prints a table
-and, as its last line, the speedup. Settings resolve as in lib.reevaluate: notebook defaults,
+and, as its last line, the speedup. Settings resolve as in lib.reevaluate: the defaults,
 then the params file.
 """
 

@@ -10,7 +10,7 @@ same weights until it has processed `--tokens` non-padding tokens (the Trainer's
   original  the first M44 attempt: the plain Trainer, micro-batch 1, gradient accumulation 4,
             Adafactor, every record padded to 128 tokens; longer records truncated to 128, as
             the original did (it tokenized with truncation); full-vocabulary logits everywhere.
-  ours      what lib/training.py builds for a run (lib.training.build_trainer), with the
+  ours      what lib/trainer.py builds for a run (lib.trainer.build_trainer), with the
             profile's micro-batch (or --batch-size) and the same accumulation and optimizer as
             the original, so that only the speed settings differ.
 
@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from datasets import Dataset
 from transformers import (
     DataCollatorForSeq2Seq,
@@ -49,14 +48,13 @@ from transformers import (
     TrainingArguments,
 )
 
-from lib.config import REPO_ROOT, RunConfig
+from lib.config import REPO_ROOT, RunConfig, load_config
 from lib.data import load_traces
 from lib.embedded import build_embedded_model
-from lib.execute import notebook_defaults
 from lib.modeling import DTYPES, free_device_memory, load_model, load_tokenizer
 from lib.render import IGNORE_INDEX, encode_traces
 from lib.throughput import measure_peak_flops
-from lib.training import build_trainer
+from lib.trainer import build_trainer
 
 TRAIN_FILE = REPO_ROOT / "data" / "dev-reasoning-v2.jsonl"
 ORIGINAL_SEQ = 128  # the original padded (and truncated) every record to 128 tokens
@@ -91,9 +89,8 @@ class TokenBudget(TrainerCallback):
 
 
 def run_config(params_file: Path, model_dir: str, out: Path, **changes) -> RunConfig:
-    params = {**notebook_defaults(), **yaml.safe_load(params_file.read_text(encoding="utf-8"))}
-    params.update(model_name=model_dir, train_file=str(TRAIN_FILE), run_dir=str(out), **changes)
-    return RunConfig.from_parameters(params)
+    return load_config(params_file, {"model_name": model_dir, "train_file": str(TRAIN_FILE), "run_dir": str(out),
+                                     **changes})
 
 
 def original_trainer(cfg: RunConfig, model, tokenizer, records: list[dict], out: Path, budget) -> Trainer:
@@ -197,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             ("original", cfg, original_trainer, f"1 x 4, padded to {ORIGINAL_SEQ}, full logits"),
             ("ours", ours_cfg, lambda *a: our_trainer(*a, args), ours_settings % "length-grouped" + options),
         ]
-        if args.packed:  # measured, not used: see PACK_SEQUENCES in lib/training.py
+        if args.packed:  # measured, not used: see PACK_SEQUENCES in lib/trainer.py
             configurations.append(("ours, packed", ours_cfg, lambda *a: our_trainer(*a, args, packed=True),
                                    ours_settings % "packed (no padding)" + options))
         rows = []

@@ -1,12 +1,11 @@
-"""Helpers the M44 notebook calls: one module per phase or concern."""
+"""The M44 run: the notebook's helpers, one module per concern. Importing the package imports nothing else.
 
-import warnings
-
-# tqdm.auto warns in a kernel without ipywidgets; the run shows no progress bars (see
-# lib/modeling.py), it prints one line per logging step and per generation batch instead.
-warnings.filterwarnings("ignore", message="IProgress not found")
-
-from lib import evaluation, preflight, report, training  # noqa: E402
-from lib.run import Run  # noqa: E402
-
-__all__ = ["Run", "evaluation", "preflight", "report", "training"]
+The layers, each importing only from those below it:
+    entry points   execute, verify, reevaluate, trainer (the training worker), data (`check`)
+    the run        run (phases, consolidation), report (display only)
+    phases         preflight, training, evaluation, consolidation
+    building       model_source, modeling, embedded, gguf_model, generation, resources, throughput,
+                   snapshot, plots
+    facts          summary, results, scoring, stats, data, render, config
+    leaves         contract (the evidence file names), evidence (atomic writes), redaction
+"""

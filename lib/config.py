@@ -1,67 +1,74 @@
-"""The run's parameters: collected from the notebook, validated once, frozen."""
+"""The run's parameters: one dataclass, one loader (profile file + overrides), validated once, frozen.
+
+Every entry point builds its config here: the notebook from its parameters cell (`RunConfig.from_parameters`),
+`lib.execute`, `lib.reevaluate`, `lib.data check`, the benchmarks and the tests from a profile file and
+overrides (`load_config`). Types come from the annotations (bool, int, float, str, Literal choices),
+ranges from each field's metadata; a bad value is refused with the parameter's name and the fix.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import types
+import math
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILES = REPO_ROOT / "params"
 
 # Names IPython puts in a kernel's namespace; everything else at the top level of the
 # notebook before the config cell is a parameter.
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
 
-def _choices(*values: str) -> dict:
-    return {"choices": values}
-
-
-def _at_least(low: float) -> dict:
-    return {"min": low}
-
-
-def _between(low: float, high: float) -> dict:
+def _range(low: float, high: float) -> dict:
     return {"min": low, "max": high}
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Every setting of one M44 run. Defaults live in the notebook's parameters cell."""
+    """Every setting of one M44 run. The defaults are the official contract.
+
+    The notebook's parameters cell and params/m44.yaml repeat these defaults (papermill needs literals
+    in the cell); tests/test_config.py keeps the three equal.
+    """
 
     # model
-    model_name: str  # hub id, local model folder, "embedded", or "gemma-3-270m-gguf" (lib/gguf_model.py)
-    device: str = field(metadata=_choices("cuda", "cpu"))
-    dtype: str = field(metadata=_choices("bfloat16", "float32"))
-    attn_implementation: str = field(metadata=_choices("eager", "sdpa"))
+    model_name: str = "google/gemma-2b"  # hub id, local model folder, "embedded", or "gemma-3-270m-gguf"
+    device: Literal["cuda", "cpu"] = "cuda"
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    attn_implementation: Literal["eager", "sdpa"] = "eager"
     # data
-    train_file: str
-    eval_file: str
-    max_seq_length: int = field(metadata=_at_least(16))
+    train_file: str = "data/dev-reasoning-v2.jsonl"
+    eval_file: str = "data/eval_v2.jsonl"
+    max_seq_length: int = field(default=512, metadata=_range(16, 131_072))  # a longer record fails pre-flight
     # training
-    seed: int = field(metadata=_at_least(0))
-    max_steps: int = field(metadata=_at_least(1))
-    batch_size: int = field(metadata=_at_least(1))
-    gradient_accumulation_steps: int = field(metadata=_at_least(1))
-    optimizer: str = field(metadata=_choices("adafactor", "adamw_torch"))
-    learning_rate: float = field(metadata=_between(0.0, 1.0))
-    lr_scheduler: str = field(metadata=_choices("constant", "linear", "cosine"))
-    warmup_ratio: float = field(metadata=_between(0.0, 0.5))
-    weight_decay: float = field(metadata=_between(0.0, 1.0))
-    max_grad_norm: float = field(metadata=_at_least(0.0))
-    logging_steps: int = field(metadata=_at_least(1))
+    seed: int = field(default=42, metadata=_range(0, 2**32 - 1))  # numpy's seed range
+    max_steps: int = field(default=400, metadata=_range(1, 1_000_000))
+    batch_size: int = field(default=1, metadata=_range(1, 4096))
+    gradient_accumulation_steps: int = field(default=4, metadata=_range(1, 4096))
+    optimizer: Literal["adafactor", "adamw_torch"] = "adafactor"
+    learning_rate: float = field(default=2e-5, metadata=_range(0.0, 1.0))
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "cosine"
+    warmup_ratio: float = field(default=0.05, metadata=_range(0.0, 0.5))
+    weight_decay: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    max_grad_norm: float = field(default=1.0, metadata=_range(0.0, 1e6))  # 0 disables clipping
+    logging_steps: int = field(default=10, metadata=_range(1, 1_000_000))
     # evaluation
-    eval_batch_size: int = field(metadata=_at_least(1))
-    max_new_tokens: int = field(metadata=_at_least(1))
+    eval_batch_size: int = field(default=16, metadata=_range(1, 4096))
+    max_new_tokens: int = field(default=256, metadata=_range(1, 32_768))
     # where the evidence goes
-    run_dir: str
+    run_dir: str = "submission_runs/m44_v1"
 
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            _check_field(f, getattr(self, f.name))
+            check_value(f, hints[f.name], getattr(self, f.name))
         if self.device == "cpu" and self.dtype == "bfloat16":
             raise ValueError(
                 "parameter 'dtype': bfloat16 training on the CPU is slow and imprecise; "
@@ -69,16 +76,16 @@ class RunConfig:
             )
 
     @classmethod
-    def from_parameters(cls, params: dict) -> RunConfig:
-        """Build from a name -> value mapping, rejecting unknown and missing names."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - names)
+    def from_parameters(cls, params: Mapping) -> RunConfig:
+        """Build from a complete name -> value mapping (the notebook's parameters cell), naming unknown and missing names."""
+        names = parameter_names()
+        unknown = sorted(set(params) - set(names))
         if unknown:
             raise ValueError(
                 f"unknown parameter(s) {', '.join(map(repr, unknown))}; "
                 f"known parameters: {', '.join(sorted(names))}"
             )
-        missing = sorted(names - set(params))
+        missing = [name for name in names if name not in params]
         if missing:
             raise ValueError(f"missing parameter(s): {', '.join(map(repr, missing))}")
         return cls(**params)
@@ -93,43 +100,129 @@ class RunConfig:
 
     def path(self, name: str) -> Path:
         """A path parameter resolved against the repository root (the notebook's cwd varies)."""
-        p = Path(getattr(self, name))
-        return p if p.is_absolute() else REPO_ROOT / p
+        return resolve_path(getattr(self, name))
 
     @property
     def uses_embedded_model(self) -> bool:
         return self.model_name == "embedded"
 
 
-def _check_field(f: dataclasses.Field, value: object) -> None:
-    expected = {"str": str, "int": int, "float": float}[f.type]
+def parameter_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(RunConfig)]
+
+
+def default_parameters() -> dict:
+    """The official contract: every parameter's default."""
+    return {f.name: f.default for f in dataclasses.fields(RunConfig)}
+
+
+def resolve_path(value: str | Path) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def load_config(profile: str | Path | None = None, overrides: Mapping | None = None) -> RunConfig:
+    """The one way to a config outside the notebook: defaults, then a profile file, then overrides."""
+    params = {**default_parameters(), **(read_profile(profile) if profile is not None else {}), **(overrides or {})}
+    unknown = sorted(set(params) - set(parameter_names()))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                         f"known parameters: {', '.join(parameter_names())}")
+    return RunConfig(**params)
+
+
+def read_profile(path: str | Path) -> dict:
+    """A params/ YAML file as a dict of parameters; a missing, malformed or unknown-keyed file is named."""
+    import yaml  # here, not at the top: lib.verify imports this module and needs no YAML
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"profile {path} not found (profiles live in {PROFILES.relative_to(REPO_ROOT)}/)")
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"profile {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"profile {path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if not isinstance(params, dict):
+        raise ValueError(f"profile {path}: expected a mapping of parameter names to values, got {type(params).__name__}")
+    unknown = sorted(set(params) - set(parameter_names()))
+    if unknown:
+        raise ValueError(f"profile {path}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                         f"known parameters: {', '.join(parameter_names())}")
+    return params
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """`NAME=VALUE` from a command line; the value is read as a YAML scalar (`400`, `2.0e-5`, `cpu`, `true`)."""
+    import yaml
+
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise ValueError(f"-p {text!r}: expected NAME=VALUE, e.g. -p max_steps=300")
+    if name not in parameter_names():
+        raise ValueError(f"-p {text!r}: unknown parameter {name!r}; known parameters: {', '.join(parameter_names())}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        value = raw  # not a YAML scalar: a string, validated like any other value
+    return name, value
+
+
+_TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str"}
+
+
+def check_value(f: dataclasses.Field, hint: object, value: object) -> None:
+    """Raise ValueError naming the parameter when `value` does not fit its annotation and range."""
+    name = f.name
+    if typing.get_origin(hint) is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices or isinstance(value, bool):
+            raise ValueError(f"parameter {name!r} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"parameter {name!r} must be bool (true or false), got {type(value).__name__} {value!r}")
+        return
     # bool is an int subclass, and YAML turns "yes" into True: never accept it for a number.
-    ok = isinstance(value, expected) and not isinstance(value, bool)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = isinstance(value, str) if hint is str else (
+        numeric and (hint is float or isinstance(value, int)))
     if not ok:
-        raise ValueError(
-            f"parameter {f.name!r} must be {f.type}, got {type(value).__name__} {value!r}"
-        )
-    meta = f.metadata
-    if "choices" in meta and value not in meta["choices"]:
-        raise ValueError(
-            f"parameter {f.name!r} must be one of {', '.join(meta['choices'])}, got {value!r}"
-        )
-    if "min" in meta and value < meta["min"]:
-        raise ValueError(f"parameter {f.name!r} must be >= {meta['min']}, got {value!r}")
-    if "max" in meta and value > meta["max"]:
-        raise ValueError(f"parameter {f.name!r} must be <= {meta['max']}, got {value!r}")
-    if expected is str and not value.strip():
-        raise ValueError(f"parameter {f.name!r} must not be empty")
+        hint_name = _TYPE_NAMES.get(hint, str(hint))
+        fix = ""
+        if hint is float and isinstance(value, str):
+            fix = " (YAML reads a number like 2e-5 without a decimal point as text: write 2.0e-5)"
+        raise ValueError(f"parameter {name!r} must be {hint_name}, got {type(value).__name__} {value!r}{fix}")
+    if hint is str:
+        if not value.strip():
+            raise ValueError(f"parameter {name!r} must not be empty")
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"parameter {name!r} must be a finite number, got {value!r}")
+    low, high = f.metadata.get("min"), f.metadata.get("max")
+    if low is not None and value < low:
+        raise ValueError(f"parameter {name!r} must be >= {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"parameter {name!r} must be <= {high}, got {value!r}")
+
+
+# A parameter's value is a literal (papermill injects literals); modules, classes, functions and the
+# objects the notebook's later cells bind are not parameters.
+_LITERAL_TYPES = (str, int, float, bool, list, type(None))
 
 
 def collect_parameters(namespace: dict) -> dict:
-    """The notebook's parameters: its top-level names so far, minus the kernel's own."""
+    """The notebook's parameters: its top-level literal values, minus the kernel's own names.
+
+    A literal under an unknown name (a typo in the cell, `-p max_stpes 10`) is kept, so that
+    validation names it.
+    """
     return {
         name: value
         for name, value in namespace.items()
-        if not name.startswith("_")
-        and name not in _KERNEL_NAMES
-        and not isinstance(value, types.ModuleType)
+        if not name.startswith("_") and name not in _KERNEL_NAMES and isinstance(value, _LITERAL_TYPES)
     }

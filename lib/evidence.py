@@ -7,9 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from lib.contract import MANIFEST
 from lib.redaction import redact
-
-MANIFEST_NAME = "manifest.json"
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -59,6 +58,6 @@ def write_manifest(run_dir: Path) -> Path:
             "sha256": sha256_file(p),
         }
         for p in sorted(run_dir.rglob("*"))
-        if p.is_file() and p.name != MANIFEST_NAME
+        if p.is_file() and p.name != MANIFEST
     ]
-    return write_json(run_dir / MANIFEST_NAME, {"algorithm": "sha256", "files": files})
+    return write_json(run_dir / MANIFEST, {"algorithm": "sha256", "files": files})

@@ -10,18 +10,15 @@ evidence folder; the papermill CLI command in the README does the same in two st
 from __future__ import annotations
 
 import argparse
-import ast
-import dataclasses
 import logging
 import sys
 import time
 from pathlib import Path
 
 import papermill
-import yaml
 from nbconvert import HTMLExporter
 
-from lib.config import REPO_ROOT, RunConfig
+from lib.config import REPO_ROOT, load_config, read_profile
 from lib.evidence import write_manifest, write_text
 from lib.run import refuse_used_folder
 from lib.verify import verify
@@ -30,23 +27,14 @@ NOTEBOOK = REPO_ROOT / "notebooks" / "m44.ipynb"
 RUNS = REPO_ROOT / "submission_runs"
 
 
-def notebook_defaults() -> dict:
-    """The parameters cell's literal defaults, read the way papermill reads them."""
-    return {name: ast.literal_eval(p["default"]) for name, p in papermill.inspect_notebook(str(NOTEBOOK)).items()}
-
-
 def load_params(path: Path | None) -> dict:
-    """A params/ YAML file as a dict; unknown names are refused before anything runs."""
+    """A params/ YAML file as a dict; a missing, malformed or unknown-keyed file stops here, named."""
     if path is None:
         return {}
-    params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(params, dict):
-        raise SystemExit(f"{path}: expected a mapping of parameter names to values")
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise SystemExit(f"{path}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return params
+    try:
+        return read_profile(path)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def new_run_dir(profile: str) -> Path:
@@ -85,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     if run_dir is None:
         run_dir = new_run_dir(args.params.stem) if args.params else Path("submission_runs/m44_v1")
     run_dir = run_dir if run_dir.is_absolute() else REPO_ROOT / run_dir
+    try:  # every parameter validated before anything is written: a typo never spends the folder
+        load_config(args.params, {"run_dir": str(run_dir)})
+    except ValueError as exc:
+        raise SystemExit(f"parameters: {exc}") from None
     try:
         refuse_used_folder(run_dir)  # before papermill overwrites anything in it
     except FileExistsError as exc:

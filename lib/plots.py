@@ -7,18 +7,19 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure  # the object API: no global pyplot state, no GUI backend
 
-LOSS_PLOT_NAME = "loss_curve.png"
+from lib.contract import LEARNING_RATE_PLOT, LOSS_PLOT, MEMORY_PLOT, THROUGHPUT_PLOT
+
 # (history key, file, y label, log scale); a plot is drawn only when the history has its key.
 CURVES = (
-    ("learning_rate", "learning_rate.png", "learning rate", False),
-    ("tokens_per_s", "throughput.png", "non-padding tokens / s", False),
-    ("peak_memory_bytes", "memory.png", "peak memory (GiB)", False),
+    ("learning_rate", LEARNING_RATE_PLOT, "learning rate", False),
+    ("tokens_per_s", THROUGHPUT_PLOT, "non-padding tokens / s", False),
+    ("peak_memory_bytes", MEMORY_PLOT, "peak memory (GiB)", False),
 )
 
 
 def plot_training(history: list[dict], run_dir: Path) -> list[Path]:
     """The loss with a moving average, then each other curve the history records."""
-    paths = [plot_loss(history, run_dir / LOSS_PLOT_NAME)]
+    paths = [plot_loss(history, run_dir / LOSS_PLOT)]
     for key, name, label, log in CURVES:
         points = [(h["step"], h[key]) for h in history if h.get(key) is not None]
         if points:

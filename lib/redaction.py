@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import re
 
-import huggingface_hub
-
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL", re.IGNORECASE)
 MIN_SECRET_LENGTH = 8  # shorter values ("1", "true") are settings, and replacing them would garble text
 REDACTED = "[REDACTED]"
@@ -21,6 +19,8 @@ def secret_env_names() -> list[str]:
 
 
 def secret_values() -> list[str]:
+    import huggingface_hub  # here: writing evidence needs it, reading it (lib.verify) does not
+
     values = {os.environ[name] for name in secret_env_names()}
     values.add(huggingface_hub.get_token() or "")  # also the one `hf auth login` stored on disk
     # Longest first, so a secret that contains another is replaced whole.

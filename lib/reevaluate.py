@@ -4,8 +4,8 @@
         --eval-file data/eval_v2.jsonl --out reevaluations/<name> [--params params/embedded.yaml]
 
 Settings (device, dtype, attention, eval_batch_size, max_new_tokens, seed) come from the
-notebook's defaults overlaid with the --params file, exactly as a run resolves them, and are
-validated by RunConfig; model_name, eval_file and run_dir are set from --model, --eval-file
+official defaults overlaid with the --params file, by lib.config.load_config as every entry point
+resolves them; model_name, eval_file and run_dir are set from --model, --eval-file
 and --out. The eval file is read by lib.data.load_eval (a malformed record is refused, naming
 file, line and field); generation, scoring and both output files come from lib.evaluation.
 
@@ -28,22 +28,20 @@ from pathlib import Path
 
 import torch
 
-from lib.config import RunConfig
+from lib.config import RunConfig, load_config
+from lib.contract import MANIFEST, SUMMARY
 from lib.data import DataError, load_eval
 from lib.evaluation import generate_for, write_evaluation
-from lib.evidence import MANIFEST_NAME, sha256_file
-from lib.execute import load_params, notebook_defaults
+from lib.evidence import sha256_file
 
 LABEL = "trained"
 # Files whose presence marks a run folder as finished (consolidation writes them last).
-FINISHED_MARKERS = ("m44_summary.md", MANIFEST_NAME)
+FINISHED_MARKERS = (SUMMARY, MANIFEST)
 
 
 def resolve_config(params_file: Path | None, model: Path, eval_file: Path, out: Path) -> RunConfig:
-    """Notebook defaults, then the params file, then this command's paths; validated by RunConfig."""
-    params = {**notebook_defaults(), **load_params(params_file)}
-    params.update(model_name=str(model), eval_file=str(eval_file), run_dir=str(out))
-    return RunConfig.from_parameters(params)
+    """Defaults, then the params file, then this command's paths: the one loader every entry point uses."""
+    return load_config(params_file, {"model_name": str(model), "eval_file": str(eval_file), "run_dir": str(out)})
 
 
 def refuse_out(out: Path, model: Path) -> None:
@@ -67,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="a saved model folder (config, weights, tokenizer)")
     parser.add_argument("--eval-file", type=Path, required=True, help="a JSONL file of the eval schema")
     parser.add_argument("--out", type=Path, required=True, help="a NEW folder for the two result files")
-    parser.add_argument("--params", type=Path, help="a params/ YAML file (default: the notebook's defaults)")
+    parser.add_argument("--params", type=Path, help="a params/ YAML file (default: the official defaults, lib/config.py)")
     args = parser.parse_args(argv)
     model, eval_file, out = (p if p.is_absolute() else Path.cwd() / p for p in (args.model, args.eval_file, args.out))
 

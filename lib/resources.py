@@ -22,7 +22,7 @@ BYTES = {"bfloat16": 2, "float32": 4}
 # eager attention keeps ~4 score tensors of sequence length per head.
 HIDDEN_TENSORS, INTERMEDIATE_TENSORS, SCORE_TENSORS = 15, 8, 4
 # The loss upcasts logits to float32 and keeps them, their softmax and their gradient; only at
-# the positions the loss reads (the response), as lib/training.py computes them.
+# the positions the loss reads (the response), as lib/trainer.py computes them.
 LOGIT_COPIES = 3
 # CUDA context, allocator caching and fragmentation on top of the sum (uncalibrated: see
 # docs/BENCHMARKS.md for the measured peak when a GPU was available).
@@ -66,7 +66,7 @@ def estimate_training_memory(model_source: str, cfg: RunConfig, loss_tokens: int
     """The footprint of training at micro-batch `cfg.batch_size` and `cfg.max_seq_length` tokens.
 
     `loss_tokens`: the most positions of one record the loss reads (its response); training
-    computes logits only there (lib/training.py). Unknown, every position is counted.
+    computes logits only there (lib/trainer.py). Unknown, every position is counted.
     """
     n, config = count_parameters(model_source)
     text = getattr(config, "text_config", config)

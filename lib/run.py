@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -9,13 +10,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lib import consolidation
-from lib.config import REPO_ROOT, RunConfig, collect_parameters
+from lib.config import RunConfig, collect_parameters, resolve_path
+from lib.contract import CONFIG, NOTEBOOK
 from lib.evidence import write_json
 from lib.snapshot import describe_repository
+from lib.verify import verify
 
 # papermill writes the executed notebook into the run folder before the first cell runs, and
 # the official folder is committed empty (papermill needs it to exist): neither makes it used.
-_NOT_A_RUN = {"run.ipynb", ".gitkeep"}
+_NOT_A_RUN = {NOTEBOOK, ".gitkeep"}
 
 
 @dataclass
@@ -38,7 +41,7 @@ class Run:
     params: dict
     phases: dict[str, PhaseRecord] = field(default_factory=dict)
     repository_before: dict = field(default_factory=dict)
-    outcome: dict | None = None  # set by consolidate()
+    outcome: dict | None = None  # the facts, set by consolidate()
 
     @classmethod
     def start(cls, namespace: dict) -> Run:
@@ -53,7 +56,7 @@ class Run:
         if not isinstance(run_dir, str) or not run_dir.strip():
             # Without a folder there is nowhere to document anything: stop before writing.
             raise ValueError(f"parameter 'run_dir' must be a folder path (a string), got {run_dir!r}")
-        run_dir = Path(run_dir) if Path(run_dir).is_absolute() else REPO_ROOT / run_dir
+        run_dir = resolve_path(run_dir)
         refuse_used_folder(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -68,7 +71,7 @@ class Run:
             run._record("parameters", "completed", t0)
             print(f"Run folder: {run.dir}")
             print(f"Config sha256: {run.cfg.sha256()}")
-        write_json(run.dir / "config.json", _resolved_config(run))
+        write_json(run.dir / CONFIG, _resolved_config(run))
         return run
 
     def phase(self, name: str, fn: Callable[..., Any], *inputs: Any, needs: str = "parameters") -> Any:
@@ -105,22 +108,20 @@ class Run:
 
         Never raises for a failed run: the evidence is completed first, `finish` raises after.
         """
-        self._check_repository_unchanged()
-        self.outcome = consolidation.consolidate(self)
+        repository = {**self.repository_before, **self._check_repository_unchanged()}
+        phases = [dataclasses.asdict(p) for p in self.phases.values()]
+        self.outcome = consolidation.consolidate(self.dir, self.cfg, self.params, phases, repository)
         return self.outcome
 
-    def finish(self) -> dict:
+    def finish(self) -> None:
         """Consolidate (unless done) and verify the folder; raise if a phase failed or it does not verify.
 
         Raising is what makes papermill exit non-zero. The verification only reads: anything
-        written after the manifest would itself be a problem.
+        written after the manifest would itself be a problem. Returns nothing, so the notebook's
+        last cell shows the outcome lines and no object.
         """
         if self.outcome is None:
             self.consolidate()
-        # Imported here: lib/__init__ imports this module, and a top-level import would make
-        # `python -m lib.verify` find lib.verify already imported (runpy warns about that).
-        from lib.verify import verify
-
         problems = verify(self.dir)
         for problem in problems:
             print(f"VERIFY FAILED: {problem}")
@@ -133,18 +134,18 @@ class Run:
             )
         if problems:
             raise RuntimeError(f"M44 run folder {self.dir} failed verification: {problems[0]}")
-        return self.outcome
 
-    def _check_repository_unchanged(self) -> None:
+    def _check_repository_unchanged(self) -> dict:
         """The run writes only inside its folder: a changed repository fails the run."""
         before, after = self.repository_before, describe_repository(self.dir)
         if (before["status"], before["diff_sha256"]) == (after["status"], after["diff_sha256"]):
-            return
+            return {"unchanged": True, "change": ""}
         new_lines = sorted(set(after["status"].splitlines()) - set(before["status"].splitlines()))
         cause = "the repository changed outside the run folder during the run: " + (
             ", ".join(new_lines[:5]) or "tracked files were edited (git diff differs)")
         self.phases["repository guard"] = PhaseRecord("repository guard", "failed", cause=cause)
         print(f"FAILED repository guard: {cause}")
+        return {"unchanged": False, "change": cause}
 
     def _record(self, name: str, status: str, t0: float, exc: BaseException | None = None) -> None:
         record = PhaseRecord(name, status, duration_s=round(time.perf_counter() - t0, 3))

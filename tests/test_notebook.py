@@ -11,7 +11,7 @@ import papermill
 import pytest
 
 from lib.config import REPO_ROOT
-from lib.consolidation import REQUIRED_ALWAYS, REQUIRED_ON_SUCCESS, STATEMENTS
+from lib.contract import REQUIRED_ALWAYS, REQUIRED_ON_SUCCESS, STATEMENTS
 from lib.evidence import sha256_file
 from tests.conftest import NOTEBOOK, profile
 

@@ -6,7 +6,7 @@ import huggingface_hub
 import pytest
 from transformers import GemmaConfig
 
-from lib import preflight
+from lib import model_source
 from lib.preflight import cuda_arch_supported
 from lib.resources import GIB, estimate_training_memory
 from tests.conftest import replace
@@ -32,13 +32,13 @@ def test_hub_model_without_credentials_or_cache_fails_with_the_fix(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name: None)
     with pytest.raises(RuntimeError, match="no Hugging Face credentials: set HF_TOKEN or run `hf auth login`"):
-        preflight._check_hub_access("google/gemma-2b")
+        model_source.check_hub_access("google/gemma-2b")
 
 
 def test_hub_model_without_credentials_but_cached_passes(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name: "/cache/config.json")
-    assert "in the local cache" in preflight._check_hub_access("google/gemma-2b")
+    assert "in the local cache" in model_source.check_hub_access("google/gemma-2b")
 
 
 @pytest.fixture(scope="module")

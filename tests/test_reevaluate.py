@@ -11,7 +11,8 @@ import yaml
 from lib.config import REPO_ROOT
 from lib.data import load_traces
 from lib.embedded import build_embedded_model
-from lib.evaluation import RESULTS_NAME, SUMMARY_NAME, generate_for
+from lib.contract import EVAL_RESULTS as RESULTS_NAME, EVAL_SUMMARY as SUMMARY_NAME
+from lib.evaluation import generate_for
 from lib.reevaluate import main, resolve_config
 
 EVAL_FILE = REPO_ROOT / "data" / "eval_v2.jsonl"

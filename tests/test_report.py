@@ -90,13 +90,13 @@ def test_completed_report_opens_on_the_outcome_with_the_json_numbers(browser, de
     assert "M42 remains the authoritative submission artifact." in card
     # The code stays in the notebook and is hidden in the report.
     html = (run_dir / "run.html").read_text(encoding="utf-8")
-    assert "lib.Run.start(globals())" in (run_dir / "run.ipynb").read_text(encoding="utf-8")
-    assert "lib.Run.start(globals())" not in html
+    assert "Run.start(globals())" in (run_dir / "run.ipynb").read_text(encoding="utf-8")
+    assert "Run.start(globals())" not in html
 
 
 def test_failed_report_opens_on_the_failure(browser, tmp_path):
     params = tmp_path / "invalid.yaml"
-    params.write_text(yaml.safe_dump({**profile("embedded"), "max_steps": 0}), encoding="utf-8")
+    params.write_text(yaml.safe_dump({**profile("embedded"), "eval_file": "data/no-such-eval.jsonl"}), encoding="utf-8")
     run_dir = tmp_path / "run"
     done = subprocess.run(
         [sys.executable, "-m", "lib.execute", "--params", str(params), "--run-dir", str(run_dir)],
@@ -104,5 +104,5 @@ def test_failed_report_opens_on_the_failure(browser, tmp_path):
     )
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     card, _ = open_report(browser, run_dir, "report-failed-first-screen.png")
-    assert "status: failed in parameters" in card
-    assert "parameter 'max_steps' must be >= 1" in card
+    assert "status: failed in preflight" in card
+    assert "no-such-eval.jsonl" in card

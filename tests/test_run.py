@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lib.consolidation import REQUIRED_ALWAYS, STATEMENTS
+from lib.contract import REQUIRED_ALWAYS, STATEMENTS
 from lib.evidence import sha256_file, write_json
 from lib.run import Run
 from tests.conftest import profile

@@ -17,7 +17,8 @@ from lib.evidence import read_json
 from lib.modeling import load_tokenizer
 from lib.render import IGNORE_INDEX, encode_traces
 from lib.throughput import measure_peak_flops, model_flops_utilization, peak_memory
-from lib.training import LOG_NAME, METRICS_NAME, build_trainer, label_positions_only, run_training
+from lib.contract import TRAINING_LOG, TRAINING_METRICS
+from lib.trainer import build_trainer, label_positions_only, run_training
 
 TRAIN_FILE = REPO_ROOT / "data" / "dev-reasoning-v2.jsonl"
 HISTORY_KEYS = {"step", "loss", "epoch", "elapsed_s", "learning_rate", "grad_norm", "tokens_per_s",
@@ -112,7 +113,7 @@ def test_metrics_record_throughput(embedded_cfg, embedded, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     run_training(cfg, run_dir, str(embedded[0]))
-    metrics = read_json(run_dir / METRICS_NAME)
+    metrics = read_json(run_dir / TRAINING_METRICS)
     assert metrics["status"] == "completed" and metrics["steps_completed"] == 4
     assert [h["step"] for h in metrics["history"]] == [1, 2, 4]
     for record in metrics["history"]:
@@ -122,7 +123,7 @@ def test_metrics_record_throughput(embedded_cfg, embedded, tmp_path):
     assert metrics["total_tokens"] == metrics["history"][-1]["num_input_tokens_seen"] > 0
     assert metrics["tokens_per_s"] > 0 and 0 < metrics["mfu"] < 1
     assert metrics["device_peak_flops"] > 0 and metrics["device_peak_flops_source"].startswith("measured")
-    assert "tok/s" in (run_dir / LOG_NAME).read_text(encoding="utf-8")
+    assert "tok/s" in (run_dir / TRAINING_LOG).read_text(encoding="utf-8")
 
 
 def test_peak_memory_and_utilisation():

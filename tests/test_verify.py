@@ -13,9 +13,9 @@ import papermill
 import pytest
 
 from lib.config import REPO_ROOT
-from lib.consolidation import REQUIRED_ALWAYS
+from lib.contract import MANIFEST as MANIFEST_NAME, REQUIRED_ALWAYS
 from lib.evaluation import write_evaluation
-from lib.evidence import MANIFEST_NAME, write_json, write_manifest, write_text
+from lib.evidence import write_json, write_manifest, write_text
 from lib.execute import render_html
 from lib.run import Run
 from lib.verify import NotARunFolder, check, main, verify
@@ -164,25 +164,50 @@ def test_a_missing_required_file_is_named_even_if_the_manifest_is_rewritten(pape
         assert f"{name}: required in a {status} run, missing" in verify(run_dir)
 
 
+def summary_line_problem(run_dir: Path, name: str, old: str, new: str) -> str:
+    """The problem the verifier must name for `old` edited to `new` in a rendered file."""
+    number = read(run_dir, name).splitlines().index(old) + 1
+    source = "evaluation_results.json" if name == "evaluation_summary.md" else "m44_summary.json"
+    return f"{name}: line {number} is {new!r}, but {source} renders {old!r}"
+
+
 @pytest.mark.notebook
-def test_an_edited_accuracy_in_m44_summary_names_the_file_and_the_number(papermill_run, tmp_path):
+def test_an_edited_accuracy_in_m44_summary_names_the_file_and_the_line(papermill_run, tmp_path):
     run_dir = copy(papermill_run, tmp_path)
     line = line_of(run_dir, "m44_summary.md", "- **trained**: accuracy ")
     shown = line.split()[3]
-    edit(run_dir, "m44_summary.md", line, line.replace(f"accuracy {shown}", f"accuracy {other_percent(shown)}"))
-    expected = f"m44_summary.md: trained accuracy says {other_percent(shown)}, evaluation_results.json has {shown}"
+    changed = line.replace(f"accuracy {shown}", f"accuracy {other_percent(shown)}")
+    expected = summary_line_problem(run_dir, "m44_summary.md", line, changed)
+    edit(run_dir, "m44_summary.md", line, changed)
     assert expected in verify(run_dir)  # the manifest names it too
-    write_manifest(run_dir)  # re-hashed after the edit: the numbers still disagree
+    write_manifest(run_dir)  # re-hashed after the edit: the text still is not what the facts render
     assert verify(run_dir) == [expected]
 
 
 @pytest.mark.notebook
 def test_an_edited_loss_in_m44_summary_is_named(papermill_run, tmp_path):
     run_dir = copy(papermill_run, tmp_path)
+    line = line_of(run_dir, "m44_summary.md", "- **loss**: ")
     last = json.loads(read(run_dir, "training_metrics.json"))["history"][-1]
-    edit(run_dir, "m44_summary.md", f"-> {last['loss']:.4f}", "-> 0.0001")
+    changed = line.replace(f"-> {last['loss']:.4f}", "-> 0.0001")
+    expected = summary_line_problem(run_dir, "m44_summary.md", line, changed)
+    edit(run_dir, "m44_summary.md", line, changed)
     write_manifest(run_dir)
-    assert verify(run_dir) == [f"m44_summary.md: last loss says 0.0001, training_metrics.json has {last['loss']:.4f}"]
+    assert verify(run_dir) == [expected]
+
+
+@pytest.mark.notebook
+def test_facts_edited_together_with_their_summary_still_disagree_with_the_metrics(papermill_run, tmp_path):
+    """Changing a number consistently in m44_summary.json and .md is caught against training_metrics.json."""
+    run_dir = copy(papermill_run, tmp_path)
+    facts = json.loads(read(run_dir, "m44_summary.json"))
+    steps = facts["training"]["steps_completed"]
+    facts["training"]["steps_completed"] = steps + 90
+    (run_dir / "m44_summary.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
+    edit(run_dir, "m44_summary.md", f", {steps} steps, ", f", {steps + 90} steps, ")
+    write_manifest(run_dir)
+    assert verify(run_dir) == [
+        f"m44_summary.json: training.steps_completed is {steps + 90}, but training_metrics.json gives {steps}"]
 
 
 @pytest.mark.notebook
@@ -191,26 +216,26 @@ def test_an_edited_format_rate_in_evaluation_summary_is_named(papermill_run, tmp
     row = line_of(run_dir, "evaluation_summary.md", "| trained | ")
     cells = row.split(" | ")
     cells[3] = other_percent(cells[3])
-    edit(run_dir, "evaluation_summary.md", row, " | ".join(cells))
+    changed = " | ".join(cells)
+    expected = summary_line_problem(run_dir, "evaluation_summary.md", row, changed)
+    edit(run_dir, "evaluation_summary.md", row, changed)
     write_manifest(run_dir)
-    assert verify(run_dir) == [
-        f"evaluation_summary.md: trained format rate says {cells[3]}, evaluation_results.json has "
-        f"{row.split(' | ')[3]}"
-    ]
+    assert verify(run_dir) == [expected]
 
 
 @pytest.mark.notebook
-def test_an_edited_metric_in_the_results_disagrees_with_both_summaries_and_the_items(papermill_run, tmp_path):
+def test_an_edited_metric_in_the_results_disagrees_with_the_items_and_both_summaries(papermill_run, tmp_path):
     run_dir = copy(papermill_run, tmp_path)
     results = json.loads(read(run_dir, "evaluation_results.json"))
-    results["metrics"]["trained"]["accuracy"] = 0.57 if results["metrics"]["trained"]["accuracy"] != 0.57 else 0.58
+    counted = results["metrics"]["trained"]["accuracy"]
+    edited = 0.57 if counted != 0.57 else 0.58
+    results["metrics"]["trained"]["accuracy"] = edited
     (run_dir / "evaluation_results.json").write_text(json.dumps(results), encoding="utf-8")
     write_manifest(run_dir)
     problems = verify(run_dir)
-    assert any(p.startswith("evaluation_results.json: metrics.trained.accuracy is 0.5") for p in problems)
-    assert any(p.startswith("m44_summary.md: trained accuracy says ") for p in problems)
-    assert any(p.startswith("evaluation_summary.md: trained accuracy says ") for p in problems)
-    assert any(p.startswith("evaluation_summary.md: strict accuracy trained says ") for p in problems)
+    assert f"evaluation_results.json: metrics.trained.accuracy is {edited}, but its items gives {counted}" in problems
+    assert any(p.startswith("m44_summary.json: evaluation is ") for p in problems)
+    assert any(p.startswith("evaluation_summary.md: line ") for p in problems)
 
 
 @pytest.mark.notebook
@@ -277,7 +302,7 @@ def test_a_completed_run_built_directly_passes_and_a_failure_analysis_in_it_is_n
     assert verify(run.dir) == []
     (run.dir / "failure_analysis.md").write_text("# invented\n", encoding="utf-8")
     write_manifest(run.dir)
-    assert verify(run.dir) == ["failure_analysis.md: present, but m44_summary.md says the run completed"]
+    assert verify(run.dir) == ["failure_analysis.md: present, but m44_summary.json says the run completed"]
 
 
 def boom(cfg, run_dir):
@@ -294,5 +319,5 @@ def test_a_run_without_papermill_passes_and_a_changed_file_is_named(tmp_path, of
     edit(run.dir, "training_metrics.json", '"steps_completed": 0', '"steps_completed": 7')
     assert verify(run.dir) == [
         "training_metrics.json: sha256 differs from manifest.json (same size, changed content)",
-        "m44_summary.md: training steps says 0, training_metrics.json has 7",
+        "m44_summary.json: training.steps_completed is 0, but training_metrics.json gives 7",
     ]

@@ -112,6 +112,15 @@ def _unsupported_gpu(torch_module):
     cuda.init = lambda: None
 
 
+def _display_error(report):
+    """Every display the notebook makes raises: the run must end exactly as it would have."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("display failed (injected by the test)")
+
+    report.display = report.update_display = broken
+
+
 FAULTS = {
     "oom": lambda: _at_step(_oom),
     "sigkill": lambda: _at_step(lambda trainer: os.kill(os.getpid(), signal.SIGKILL)),
@@ -121,6 +130,7 @@ FAULTS = {
     "disk_full": lambda: _on_import("safetensors.torch", _disk_full),
     "generation_error": lambda: _on_import("transformers.generation.utils", _generation_error),
     "unsupported_gpu": lambda: _on_import("torch", _unsupported_gpu),
+    "display_error": lambda: _on_import("lib.report", _display_error),
 }
 
 if FAULT:

@@ -1,0 +1,53 @@
+"""The evidence contract as data: every file name of a run folder, and which files each outcome requires.
+
+A leaf module (standard library only): the phases that write these files, the verifier that
+reads them and the report that shows them all take the names from here, spelled once.
+"""
+
+from __future__ import annotations
+
+# Written at the start, by Run.start.
+CONFIG = "config.json"
+# M44.0 pre-flight.
+ENV_SNAPSHOT = "env_snapshot.txt"
+GPU_SNAPSHOT = "gpu_snapshot.txt"
+PREFLIGHT = "preflight.json"  # every check with its status and detail: the [PASS]/[FAIL] table as data
+BASE_MODEL = "base_model"  # a model built in pre-flight (the embedded default), ignored by git
+# M44.1 training.
+TRAINING_LOG = "training_log.txt"
+TRAINING_METRICS = "training_metrics.json"
+CHECKPOINTS = "checkpoints"  # ignored by git
+FINAL_MODEL = f"{CHECKPOINTS}/final"
+LOSS_PLOT = "loss_curve.png"
+LEARNING_RATE_PLOT = "learning_rate.png"
+THROUGHPUT_PLOT = "throughput.png"
+MEMORY_PLOT = "memory.png"
+PLOTS = (LOSS_PLOT, LEARNING_RATE_PLOT, THROUGHPUT_PLOT, MEMORY_PLOT)  # in the order the report shows them
+# M44.2 evaluation.
+EVAL_RESULTS = "evaluation_results.json"
+EVAL_SUMMARY = "evaluation_summary.md"
+# M44.3 consolidation.
+SUMMARY_FACTS = "m44_summary.json"  # the facts m44_summary.md and failure_analysis.md are rendered from
+SUMMARY = "m44_summary.md"
+FAILURE_ANALYSIS = "failure_analysis.md"
+MANIFEST = "manifest.json"
+# After the notebook: papermill's executed notebook and nbconvert's report.
+NOTEBOOK = "run.ipynb"
+REPORT = "run.html"
+
+REQUIRED_ALWAYS = (ENV_SNAPSHOT, GPU_SNAPSHOT, TRAINING_LOG, TRAINING_METRICS, SUMMARY)
+REQUIRED_ON_SUCCESS = (EVAL_RESULTS, EVAL_SUMMARY)
+REQUIRED_ON_FAILURE = (FAILURE_ANALYSIS,)
+# Model weights: too big for git, so a committed run folder arrives without them.
+WEIGHT_DIRS = (CHECKPOINTS, BASE_MODEL)
+
+# m44_summary.md holds both lines verbatim, whatever the outcome.
+STATEMENTS = (
+    "> M44 is post-submission, evidence-only.",
+    "> M42 remains the authoritative submission artifact.",
+)
+
+
+def required(completed: bool) -> tuple[str, ...]:
+    """The files a run folder must hold, by its outcome."""
+    return REQUIRED_ALWAYS + (REQUIRED_ON_SUCCESS if completed else REQUIRED_ON_FAILURE)

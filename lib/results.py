@@ -1,0 +1,253 @@
+"""Evaluation results as data, and the text rendered from them: pure functions, no model, no torch.
+
+evaluation_results.json holds `metrics` (per model: accuracy, accuracy_lenient, format_rate, n,
+mean_tokens, stopped_rate; plus `comparison`: trained vs baseline for strict and lenient accuracy and
+the format rate, each with the paired difference, its 95% CI, the exact McNemar p-value and the
+discordant counts) and `items` (per eval item: id, prompt, expected_answer, section, category,
+difficulty, and per model its output, extracted answer, correct (= strict), correct_strict,
+correct_lenient, format_ok, tokens, stopped, seconds).
+
+The evaluation phase builds the file with `build_results` and writes `render_evaluation_summary`
+of it; the verifier recomputes both from the items and compares: one function per number.
+"""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from lib.scoring import score_output
+from lib.stats import paired_comparison
+
+MODELS = ("baseline", "trained")
+ITEM_KEYS = ("id", "prompt", "expected_answer", "section", "category", "difficulty")
+# Paired comparisons: name -> (per-item score key, metric key). Strict accuracy is the headline;
+# lenient shows what the model knows regardless of format; the format rate is what a small
+# fine-tune changes first.
+COMPARED = {
+    "strict": ("correct_strict", "accuracy"),
+    "lenient": ("correct_lenient", "accuracy_lenient"),
+    "format": ("format_ok", "format_rate"),
+}
+ROW_NAMES = {"strict": "strict accuracy", "lenient": "lenient accuracy", "format": "format rate"}
+SCORECARD_BY = ("section", "category", "difficulty")
+SCORECARD_METRICS = (("accuracy", "correct_strict"), ("accuracy_lenient", "correct_lenient"),
+                     ("format_rate", "format_ok"))
+
+
+def build_results(eval_items: list[dict], generations: dict[str, list[dict]], seed: int,
+                  max_new_tokens: int, extra: dict | None = None) -> dict:
+    """The whole evaluation_results.json: settings, metrics (and the comparison when both models ran), items.
+
+    `generations` maps a model label (one of MODELS) to one generate_greedy record per item.
+    """
+    labels = [label for label in MODELS if label in generations]
+    items = score_items(eval_items, generations)
+    return {
+        "scoring": "lib/scoring.py: 'correct' is strict (taught format and matching <answer>)",
+        "models": labels,
+        "max_new_tokens": max_new_tokens,
+        **(extra or {}),
+        "metrics": compute_metrics(items, labels, seed),
+        "items": items,
+    }
+
+
+def score_items(eval_items: list[dict], generations: dict[str, list[dict]]) -> list[dict]:
+    """One record per eval item: its fields, and per model the generation merged with its score."""
+    items = []
+    for n, item in enumerate(eval_items):
+        record = {key: item[key] for key in ITEM_KEYS}
+        for label, outputs in generations.items():
+            gen = outputs[n]
+            score = score_output(gen["output"], item["expected_answer"])
+            record[label] = {**gen, **score, "correct": score["correct_strict"]}
+        items.append(record)
+    return items
+
+
+def compute_metrics(items: list[dict], labels: list[str], seed: int) -> dict:
+    """Per model metrics from the scored items, and the paired comparison when both models are there."""
+    metrics = {label: model_metrics([item[label] for item in items]) for label in labels}
+    if set(labels) == set(MODELS):
+        metrics["comparison"] = compare(items, seed)
+    return metrics
+
+
+def rate(values) -> float:
+    """The share of true values; 0.0 for none. Every rate of the evidence is computed here."""
+    values = [bool(v) for v in values]
+    return sum(values) / len(values) if values else 0.0
+
+
+def model_metrics(scores: list[dict]) -> dict:
+    """Accuracy (strict and lenient), format rate, output length and how often the model stopped by itself."""
+    n = len(scores)
+    return {
+        "n": n,
+        "accuracy": rate(s["correct_strict"] for s in scores),
+        "accuracy_lenient": rate(s["correct_lenient"] for s in scores),
+        "format_rate": rate(s["format_ok"] for s in scores),
+        "mean_tokens": sum(s["tokens"] for s in scores) / n if n else 0.0,
+        "stopped_rate": rate(s["stopped"] for s in scores),
+    }
+
+
+def compare(items: list[dict], seed: int) -> dict:
+    """Trained vs baseline on the same items: strict and lenient accuracy, format rate (see lib.stats)."""
+    return {
+        name: paired_comparison(
+            [item["baseline"][key] for item in items], [item["trained"][key] for item in items], seed,
+        )
+        for name, (key, _) in COMPARED.items()
+    }
+
+
+def models_in(items: list[dict]) -> list[str]:
+    return [label for label in MODELS if items and label in items[0]]
+
+
+def headline(metrics: dict) -> str:
+    """A few lines for the notebook output: each model, then the strict difference."""
+    lines = [
+        f"{label:>8}: accuracy {m['accuracy']:.0%} (lenient {m['accuracy_lenient']:.0%}), "
+        f"format {m['format_rate']:.0%}, n={m['n']}"
+        for label, m in metrics.items() if label in MODELS
+    ]
+    if "comparison" in metrics:
+        lines.append(f"difference: {describe(metrics['comparison']['strict'])}")
+    return "\n".join(lines)
+
+
+def describe(c: dict) -> str:
+    """'+12.00 points (95% CI +5.00 to +19.00), McNemar p = 0.0012' for one comparison."""
+    return (f"{c['difference'] * 100:+.2f} points ({c['confidence']:.0%} CI {c['ci_low'] * 100:+.2f} to "
+            f"{c['ci_high'] * 100:+.2f}), McNemar p = {c['mcnemar_p']:.3g}")
+
+
+def verdict(c: dict, what: str) -> str:
+    """One sentence: does the trained model beat the baseline with a CI that excludes zero?"""
+    if c["ci_low"] > 0:
+        return (f"The trained model beats the baseline on {what}: the {c['confidence']:.0%} CI of the "
+                f"difference excludes zero.")
+    if c["ci_high"] < 0:
+        return (f"The trained model is worse than the baseline on {what}: the {c['confidence']:.0%} CI "
+                f"of the difference lies below zero.")
+    return (f"The trained model does not beat the baseline on {what} with confidence: the "
+            f"{c['confidence']:.0%} CI of the difference includes zero.")
+
+
+def scorecard_rows(items: list[dict], by: str, labels: list[str] | None = None) -> list[dict]:
+    """Per value of `by` (sorted): item count, then strict and lenient accuracy and format rate per model."""
+    labels = labels or models_in(items)
+    rows = []
+    for value in sorted({item[by] for item in items}):
+        group = [item for item in items if item[by] == value]
+        row = {by: value, "n": len(group)}
+        for metric, key in SCORECARD_METRICS:
+            for label in labels:
+                row[f"{metric} ({label})"] = rate(item[label][key] for item in group)
+        rows.append(row)
+    return rows
+
+
+def render_scorecard(items: list[dict], by: str, labels: list[str]) -> str:
+    rows = scorecard_rows(items, by, labels)
+    shown = [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
+    return tabulate(shown, headers="keys", tablefmt="pipe")
+
+
+def render_evaluation_summary(metrics: dict, items: list[dict]) -> str:
+    """evaluation_summary.md, from the results file's metrics and items alone."""
+    labels = [label for label in MODELS if label in metrics]
+    n = metrics[labels[-1]]["n"]
+    lines = [
+        "# M44.2 evaluation summary",
+        "",
+        f"{n} eval items, greedy decoding, scored by the rules in `lib/scoring.py` "
+        "(strict: the taught format and a matching `<answer>`; lenient: the answer found anywhere).",
+        "",
+        "| model | accuracy (strict) | accuracy (lenient) | format rate | mean tokens | stopped by itself |",
+        "|---|---|---|---|---|---|",
+        *(f"| {label} | {metrics[label]['accuracy']:.2%} | {metrics[label]['accuracy_lenient']:.2%} | "
+          f"{metrics[label]['format_rate']:.2%} | {metrics[label]['mean_tokens']:.1f} | "
+          f"{metrics[label]['stopped_rate']:.2%} |" for label in labels),
+        "",
+    ]
+    if "comparison" in metrics:
+        lines += _render_comparison(metrics)
+    for by in SCORECARD_BY:
+        lines += [f"## By {by}", "", render_scorecard(items, by, labels), ""]
+    lines += _render_examples(items, labels[-1])
+    return "\n".join(lines)
+
+
+def _render_comparison(metrics: dict) -> list[str]:
+    base, trained, comparison = metrics["baseline"], metrics["trained"], metrics["comparison"]
+    rows = []
+    for name, c in comparison.items():
+        key = COMPARED[name][1]
+        rows.append(
+            f"| {ROW_NAMES[name]} | {base[key]:.2%} | {trained[key]:.2%} | {c['difference'] * 100:+.2f} | "
+            f"{c['ci_low'] * 100:+.2f} to {c['ci_high'] * 100:+.2f} | {c['mcnemar_p']:.3g} | "
+            f"{c['trained_only']} / {c['baseline_only']} |"
+        )
+    strict = comparison["strict"]
+    return [
+        "## What training changed",
+        "",
+        "Paired over the same items: the difference is trained minus baseline, in percentage points; "
+        f"the CI is a paired bootstrap ({strict['bootstrap_resamples']:,} resamples of items, seed "
+        f"{strict['bootstrap_seed']}); the p-value is an exact two-sided McNemar test on the items only "
+        "one model got right.",
+        "",
+        "| metric | baseline | trained | difference (points) | 95% CI | McNemar p | right only: trained / baseline |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Strict accuracy changed by {describe(strict)}; the format rate by "
+        f"{(trained['format_rate'] - base['format_rate']) * 100:+.2f} points.",
+        "",
+        f"**{verdict(strict, 'strict accuracy')}**",
+        "",
+    ]
+
+
+def example_items(items: list[dict], label: str) -> list[tuple[str, dict]]:
+    """Per section (in order of appearance), the first item `label` got right and the first it got wrong."""
+    chosen = []
+    for section in dict.fromkeys(item["section"] for item in items):
+        in_section = [item for item in items if item["section"] == section]
+        for verdict_word, correct in (("right", True), ("wrong", False)):
+            item = next((i for i in in_section if bool(i[label]["correct"]) is correct), None)
+            if item is not None:
+                chosen.append((verdict_word, item))
+    return chosen
+
+
+def _render_examples(items: list[dict], label: str) -> list[str]:
+    lines = [f"## Examples ({label} model)", ""]
+    for verdict_word, item in example_items(items, label):
+        scored = item[label]
+        fence = _fence(item["prompt"] + scored["output"])
+        lines += [
+            f"**{item['id']}** ({item['section']}, {verdict_word}); expected `{item['expected_answer']}`, "
+            f"extracted `{scored['extracted']}` ({scored['extracted_from']}), "
+            f"format {'ok' if scored['format_ok'] else 'wrong'}, {scored['tokens']} tokens",
+            "",
+            f"{fence}text",
+            item["prompt"],
+            "--- output ---",
+            scored["output"],
+            fence,
+            "",
+        ]
+    return lines
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any backtick run in the text, so an output cannot close it early."""
+    longest, run = 0, 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    return "`" * max(3, longest + 1)
