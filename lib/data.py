@@ -214,14 +214,15 @@ def normalize_prompt(prompt: str) -> str:
     spaces), except superscripts, subscripts and vulgar fractions, which change the question.
     Case folds after NFKC and NFKC runs again, as Unicode's caseless matching prescribes.
     """
-    text = _nfkc_keeping_exponents(_nfkc_keeping_exponents(prompt).casefold())
+    text = _nfkc_keeping_scripts_and_fractions(_nfkc_keeping_scripts_and_fractions(prompt).casefold())
     return " ".join(text.split())
 
 
-def _nfkc_keeping_exponents(text: str) -> str:
+def _nfkc_keeping_scripts_and_fractions(text: str) -> str:
     # Character by character, then NFC over the whole: the same as NFKC for every other character.
     kept = (
-        char if unicodedata.decomposition(char).startswith(_KEPT_DECOMPOSITIONS) else unicodedata.normalize("NFKC", char)
+        char if unicodedata.decomposition(char).startswith(_KEPT_DECOMPOSITIONS)
+        else unicodedata.normalize("NFKC", char)
         for char in unicodedata.normalize("NFC", text)
     )
     return unicodedata.normalize("NFC", "".join(kept))
@@ -311,7 +312,8 @@ def apply_repeat_policy(train: DataFile, repeats: str) -> tuple[DataFile, list[d
     found = dict(_repeats(train))
     kept = [index for index in range(len(train.records)) if index not in found]
     dropped = [
-        {"line": train.lines[index], "first_line": train.lines[earlier], "prompt": _shorten(train.records[index]["prompt"])}
+        {"line": train.lines[index], "first_line": train.lines[earlier],
+         "prompt": _shorten(train.records[index]["prompt"])}
         for index, earlier in found.items()
     ]
     subset = DataFile(train.path, train.sha256, [train.records[i] for i in kept], [train.lines[i] for i in kept])
@@ -352,9 +354,12 @@ def check_eval_items(eval_set: DataFile) -> CheckResult:
     ids = len(first_id)
     repeated, identical, variants, other_answer = (len(kind) for kind in findings.values())
     if problems:
-        parts = [f"{_plural(repeated, 'id')} used again" if repeated else "",
-                 f"{_plural(identical, 'item')} identical to an earlier one (prompt and expected answer)" if identical else ""]
-        detail = f"{len(eval_set.records)} items: " + ", ".join(part for part in parts if part)
+        parts = []
+        if repeated:
+            parts.append(f"{_plural(repeated, 'id')} used again")
+        if identical:
+            parts.append(f"{_plural(identical, 'item')} identical to an earlier one (prompt and expected answer)")
+        detail = f"{len(eval_set.records)} items: " + ", ".join(parts)
     else:
         detail = f"{_plural(ids, 'distinct id')}, no duplicate item"
     if variants:
@@ -441,7 +446,9 @@ class DataReport:
 
 def check_data(train: DataFile, eval_set: DataFile, repeats: str = "keep", leakage: str = "fail") -> DataReport:
     """Run every data check of the policy on loaded files."""
-    checks = [check_training_prompts(train, repeats), check_eval_items(eval_set), check_leakage(train, eval_set, leakage)]
+    checks = [
+        check_training_prompts(train, repeats), check_eval_items(eval_set), check_leakage(train, eval_set, leakage),
+    ]
     return DataReport(
         files={"train": train.describe(), "eval": eval_set.describe()},
         policy={"repeats": repeats, "leakage": leakage, "prompt_normalisation": NORMALISATION},

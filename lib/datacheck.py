@@ -116,12 +116,13 @@ def measure_lengths(
     lengths = [len(encode_trace(trace, tokenizer)["input_ids"]) for trace in train.records]
     prompts = [len(encode_prompt(item["prompt"], tokenizer)) for item in eval_set.records]
     longest = max(range(len(lengths)), key=lengths.__getitem__)
+    longest_prompt = max(range(len(prompts)), key=prompts.__getitem__)
     over = [(line, length) for line, length in zip(train.lines, lengths) if length > max_seq_length]
     rows = [
         {"records": "training (prompt + response)", "n": len(lengths), **_distribution(lengths),
          "longest": f"line {train.lines[longest]}"},
         {"records": "eval prompts", "n": len(prompts), **_distribution(prompts),
-         "longest": f"line {eval_set.lines[max(range(len(prompts)), key=prompts.__getitem__)]}"},
+         "longest": f"line {eval_set.lines[longest_prompt]}"},
     ]
     detail = (f"longest training record {lengths[longest]} tokens ({train.path.name} line {train.lines[longest]}), "
               f"max_seq_length {max_seq_length}")
@@ -223,13 +224,18 @@ def run_check(train_path: Path | None, eval_path: Path | None, params: Path | No
     if length_rows:
         print(f"\nToken lengths ({tokenizer_note}; as training encodes them)")
         print(tabulate(length_rows, headers="keys", tablefmt="simple"))
+    _print_composition(train, eval_set)
+    return _finish(problems, json_path, DataReport(report.files, report.policy, checks).to_dict())
+
+
+def _print_composition(train: DataFile, eval_set: DataFile) -> None:
+    """Records per section, difficulty and category (eval), per meta.category (training); answer types."""
     print(f"\nEval set: {len(eval_set.records)} items")
     for key in ("section", "difficulty", "category"):
         print(_count_table((item[key] for item in eval_set.records), key) + "\n")
     print(f"Training set: {len(train.records)} records")
     print(_count_table((str(t["meta"].get("category", "(none)")) for t in train.records), "meta.category") + "\n")
     print(_answer_types(train, eval_set))
-    return _finish(problems, json_path, DataReport(report.files, report.policy, checks).to_dict())
 
 
 def _finish(problems: list[str], json_path: Path | None, data: dict | None) -> int:

@@ -416,7 +416,8 @@ def test_non_utf8_byte_names_file_and_line(tmp_path):
 
 def test_byte_order_mark_and_crlf_are_accepted(tmp_path):
     path = tmp_path / "windows.jsonl"
-    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD_ITEM).encode() + b"\r\n" + json.dumps(GOOD_ITEM).encode() + b"\r\n")
+    line = json.dumps(GOOD_ITEM).encode()
+    path.write_bytes(b"\xef\xbb\xbf" + line + b"\r\n" + line + b"\r\n")
     assert load_eval(path) == [GOOD_ITEM, GOOD_ITEM]
 
 

@@ -23,6 +23,10 @@ def _check(capsys, *args: str) -> tuple[int, str]:
     return status, capsys.readouterr().out
 
 
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def _profile(tmp_path: Path, **values) -> Path:
     path = tmp_path / "profile.yaml"
     path.write_text("".join(f"{key}: {value}\n" for key, value in values.items()), encoding="utf-8")
@@ -66,8 +70,8 @@ def test_users_files_are_accepted_with_notes(capsys):
 
 
 def test_every_problem_is_named_and_the_exit_status_is_1(capsys, tmp_path):
-    train = [json.loads(line) for line in (FIXTURES / "user_train.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    items = [json.loads(line) for line in (FIXTURES / "user_eval.jsonl").read_text(encoding="utf-8").splitlines()]
+    train = _records(FIXTURES / "user_train.jsonl")
+    items = _records(FIXTURES / "user_eval.jsonl")
     items[1]["prompt"] = "WHAT is 12 + 30?"  # a training prompt in other case
     items[2]["id"] = items[0]["id"]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train), encoding="utf-8")
@@ -101,7 +105,7 @@ def test_malformed_lines_are_all_named(capsys, tmp_path):
 
 
 def test_drop_and_report_policies(capsys, tmp_path):
-    items = [json.loads(line) for line in (FIXTURES / "user_eval.jsonl").read_text(encoding="utf-8").splitlines()]
+    items = _records(FIXTURES / "user_eval.jsonl")
     items[0]["prompt"] = "What is 12 + 30?"
     (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items), encoding="utf-8")
     status, out = _check(capsys, "--train", str(FIXTURES / "user_train.jsonl"), "--eval", str(tmp_path / "eval.jsonl"),

@@ -1,6 +1,7 @@
 """Tests for lib.scoring: format check, answer extraction, number parsing, matching, aggregation."""
 
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -360,7 +361,8 @@ def test_answer_type(answer, kind):
 # data/eval_v2.jsonl ships with the project; tests/data/user_eval.jsonl holds the answer types a
 # user's exported eval set was documented to contain (issue 11): integers, decimals, 1/216,
 # Paris/Friday/true, $31.5, the reversed string "nosaer", and a Unicode minus.
-EVAL_ITEMS = load_eval(REPO_ROOT / "data" / "eval_v2.jsonl") + load_eval(REPO_ROOT / "tests" / "data" / "user_eval.jsonl")
+USER_EVAL = Path(__file__).parent / "data" / "user_eval.jsonl"
+EVAL_ITEMS = load_eval(REPO_ROOT / "data" / "eval_v2.jsonl") + load_eval(USER_EVAL)
 # A plausible wrong answer for each word answer; a new word answer in the data fails
 # test_every_eval_answer_type_is_covered until it gets one here.
 WRONG_WORD = {"Paris": "Lyon", "Friday": "Saturday", "true": "false", "nosaer": "reason"}
