@@ -1,23 +1,52 @@
-"""Load and check the reasoning-trace training set and the eval set (JSON Lines)."""
+"""Load and check the reasoning-trace training set and the eval set (JSON Lines).
+
+Loading refuses malformed records, naming file, line and field. The checks then apply the data
+policy (DESIGN.md) and return results that pre-flight prints one line each and the evidence
+keeps as JSON (``DataReport.to_dict``):
+
+- training prompts: a prompt that repeats an earlier one is reported; the record is kept
+  (policy "keep") or dropped ("drop"). Never a failure.
+- eval items: a repeated id, or an item identical to another in prompt text and expected answer,
+  fails (it would be scored twice). Prompts that differ only in case, spacing or Unicode form
+  are distinct items ("What is the capital of FRANCE?" is a deliberate edge case), noted as variants.
+- train/eval leakage: an eval prompt that appears in training once both are normalised
+  (``normalize_prompt``) fails (policy "fail") or is reported (policy "report").
+
+``python -m lib.data check ...`` runs the same checks and more without starting a run (lib/datacheck.py).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections import Counter
-from collections.abc import Iterator
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from lib.scoring import answers_match
 
 EVAL_SECTIONS = ("core", "trace_sensitive", "edge_case")
 EVAL_DIFFICULTIES = ("easy", "medium", "hard")
+REPEAT_POLICIES = ("keep", "drop")  # a training prompt that repeats an earlier one
+LEAKAGE_POLICIES = ("fail", "report")  # an eval prompt that also appears in training
+EXAMPLES = 5  # findings listed per kind in a check's result; the counts cover all of them
+MAX_LISTED = 20  # malformed records named in one error before "... and N more"
+NORMALISATION = "case folded, whitespace collapsed, Unicode NFKC (superscripts, subscripts and fractions kept)"
 # Messages use JSON's names for types: the reader of an error is looking at a JSON file.
 _JSON_TYPE_NAMES = {
     str: "a string", int: "an integer", float: "a number", bool: "a boolean",
     list: "a list", dict: "an object", type(None): "null",
 }
+# NFKC would turn "5²" into "52" and "½" into "1⁄2": a different question, not another spelling.
+_KEPT_DECOMPOSITIONS = ("<super>", "<sub>", "<fraction>")
 
 
 class DataError(ValueError):
-    """A data file holds a record that does not match its schema."""
+    """A data file holds a record that does not match its schema, or the data break the policy."""
+
+
+# --------------------------------------------------------------------------- loading
 
 
 class _Record:
@@ -58,26 +87,74 @@ def _json_type(value: object) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
-def _read_jsonl(path: str | Path, what: str) -> Iterator[_Record]:
-    """Yield each non-blank line of a JSONL file as a _Record holding a JSON object."""
+def _parse_lines(path: Path, raw: bytes) -> Iterator[_Record | DataError]:
+    """For each non-blank line, a _Record holding a JSON object, or the DataError that says why not."""
+    # JSON Lines separates records with "\n" only; a "\r" before it is whitespace to json.loads.
+    for number, line_bytes in enumerate(raw.split(b"\n"), start=1):
+        try:
+            line = line_bytes.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield DataError(
+                f"{path} line {number}: not UTF-8 text (byte 0x{line_bytes[exc.start]:02x} at byte {exc.start + 1} "
+                "of the line); save the file as UTF-8"
+            )
+            continue
+        if number == 1:
+            line = line.removeprefix("\ufeff")  # a byte-order mark, as some Windows editors write
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield DataError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        record = _Record(path, number, value)
+        yield record if isinstance(value, dict) else record.error(
+            f"record must be a JSON object (got {_json_type(value)})"
+        )
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """The records of one JSONL file, each with its 1-based line number, and the file's sha256."""
+
+    path: Path
+    sha256: str
+    records: list[dict]
+    lines: list[int]  # lines[i] is the line of records[i]
+
+    def describe(self) -> dict:
+        return {"path": str(self.path), "sha256": self.sha256, "records": len(self.records)}
+
+
+def _load(path: str | Path, what: str, check: Callable[[_Record], dict]) -> DataFile:
+    """Read and check every record; raise one DataError naming every malformed line (up to MAX_LISTED)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            record = _Record(path, number, value)
-            if not isinstance(value, dict):
-                raise record.error(f"record must be a JSON object (got {_json_type(value)})")
-            yield record
+    raw = path.read_bytes()
+    records, lines, errors = [], [], []
+    for parsed in _parse_lines(path, raw):
+        if isinstance(parsed, DataError):
+            errors.append(str(parsed))
+            continue
+        try:
+            records.append(check(parsed))
+        except DataError as exc:  # keep going: the user fixes every bad line in one pass
+            errors.append(str(exc))
+        else:
+            lines.append(parsed.line)
+    if errors:
+        more = f"\n... and {len(errors) - MAX_LISTED} more malformed records" if len(errors) > MAX_LISTED else ""
+        raise DataError("\n".join(errors[:MAX_LISTED]) + more)
+    if not records:
+        raise DataError(f"{path}: {what} holds no records (the file is empty or has only blank lines)")
+    return DataFile(path, hashlib.sha256(raw).hexdigest(), records, lines)
 
 
 def _check_trace(record: _Record) -> dict:
+    # Step numbers may start at 0 and step types are free text ("setup", "formula", ...):
+    # users' exports differ, and rendering uses only the content.
     trace = record.value
     record.field(trace, "trace_version", str)
     record.text(trace, "prompt")
@@ -107,52 +184,291 @@ def _check_eval_item(record: _Record) -> dict:
     return item
 
 
+def load_trace_file(path: str | Path) -> DataFile:
+    """A ReasoningTrace JSONL file with each record's line; DataError names file, line and field of every bad record."""
+    return _load(path, "training traces file", _check_trace)
+
+
+def load_eval_file(path: str | Path) -> DataFile:
+    """An eval-set JSONL file with each record's line; DataError names file, line and field of every bad record."""
+    return _load(path, "eval set file", _check_eval_item)
+
+
 def load_traces(path: str | Path) -> list[dict]:
-    """Read a ReasoningTrace JSONL file; raise DataError naming the file, line and field of a bad record."""
-    return [_check_trace(record) for record in _read_jsonl(path, "training traces file")]
+    """The records of a ReasoningTrace JSONL file (see load_trace_file)."""
+    return load_trace_file(path).records
 
 
 def load_eval(path: str | Path) -> list[dict]:
-    """Read an eval-set JSONL file; raise DataError naming the file, line and field of a bad record."""
-    return [_check_eval_item(record) for record in _read_jsonl(path, "eval set file")]
+    """The records of an eval-set JSONL file (see load_eval_file)."""
+    return load_eval_file(path).records
+
+
+# --------------------------------------------------------------------------- checks
 
 
 def normalize_prompt(prompt: str) -> str:
-    """The form in which two prompts count as the same question: whitespace collapsed, case folded."""
-    return " ".join(prompt.split()).casefold()
+    """The form in which two prompts count as the same question (``NORMALISATION``).
+
+    Unicode compatibility forms fold together (full-width letters, ligatures, non-breaking
+    spaces), except superscripts, subscripts and vulgar fractions, which change the question.
+    Case folds after NFKC and NFKC runs again, as Unicode's caseless matching prescribes.
+    """
+    text = _nfkc_keeping_scripts_and_fractions(_nfkc_keeping_scripts_and_fractions(prompt).casefold())
+    return " ".join(text.split())
+
+
+def _nfkc_keeping_scripts_and_fractions(text: str) -> str:
+    # Character by character, then NFC over the whole: the same as NFKC for every other character.
+    kept = (
+        char if unicodedata.decomposition(char).startswith(_KEPT_DECOMPOSITIONS)
+        else unicodedata.normalize("NFKC", char)
+        for char in unicodedata.normalize("NFC", text)
+    )
+    return unicodedata.normalize("NFC", "".join(kept))
 
 
 def _shorten(text: str, width: int = 60) -> str:
-    flat = " ".join(text.split())
-    return repr(flat if len(flat) <= width else flat[: width - 3] + "...")
+    # Not whitespace-collapsed: a variant may differ from its twin only in spacing.
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One data check: a pre-flight line (``line()``) and its findings, JSON-serialisable (``asdict``)."""
+
+    name: str
+    status: str  # "pass"; "warn": reported, the run goes ahead; "fail": the run must not start
+    detail: str  # what was checked and found, one line
+    counts: dict[str, int]
+    examples: list[dict] = field(default_factory=list)  # the first EXAMPLES findings of each kind, with lines
+    problems: list[str] = field(default_factory=list)  # every finding that fails the check, one sentence each
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "fail"
+
+    def line(self) -> str:
+        return f"[{self.status.upper()}] {self.name}: {self.detail}"
+
+
+def _status(failed: bool, noted: bool) -> str:
+    return "fail" if failed else "warn" if noted else "pass"
+
+
+def _plural(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
+def _first_by_prompt(data: DataFile) -> dict[str, int]:
+    """Normalised prompt -> index of the first record that has it."""
+    first: dict[str, int] = {}
+    for index, record in enumerate(data.records):
+        first.setdefault(normalize_prompt(record["prompt"]), index)
+    return first
+
+
+def _repeats(train: DataFile) -> list[tuple[int, int]]:
+    """(index, index of the earlier record with the same normalised prompt) for every repeat."""
+    first = _first_by_prompt(train)
+    earlier = (first[normalize_prompt(record["prompt"])] for record in train.records)
+    return [(index, first_index) for index, first_index in enumerate(earlier) if first_index != index]
+
+
+def check_training_prompts(train: DataFile, repeats: str = "keep") -> CheckResult:
+    """Report training prompts that repeat an earlier one (after normalising); kept or dropped, never a failure."""
+    _check_policy("repeats", repeats, REPEAT_POLICIES)
+    found = _repeats(train)
+    other_answer = [
+        (index, earlier) for index, earlier in found
+        if not answers_match(train.records[index]["final_answer"], train.records[earlier]["final_answer"])
+    ]
+    examples = [
+        {
+            "kind": "repeated_prompt", "line": train.lines[index], "first_line": train.lines[earlier],
+            "prompt": _shorten(train.records[index]["prompt"]),
+            "same_answer": (index, earlier) not in other_answer,
+        }
+        for index, earlier in found[:EXAMPLES]
+    ]
+    n = len(train.records)
+    if not found:
+        detail = f"{n} records, no prompt repeats an earlier one"
+    else:
+        handled = "kept" if repeats == "keep" else f"dropped; {n - len(found)} records left to train on"
+        detail = f"{n} records, {len(found)} repeat an earlier prompt ({handled})"
+        if other_answer:
+            detail += f"; {_plural(len(other_answer), 'repeat has', 'repeats have')} another answer"
+    counts = {"records": n, "repeats": len(found), "repeats_with_other_answer": len(other_answer),
+              "dropped": len(found) if repeats == "drop" else 0}
+    return CheckResult("training prompts", _status(False, bool(found)), detail, counts, examples)
+
+
+def apply_repeat_policy(train: DataFile, repeats: str) -> tuple[DataFile, list[dict]]:
+    """The training records to train on under the policy, and the dropped ones (line, first line, prompt)."""
+    _check_policy("repeats", repeats, REPEAT_POLICIES)
+    if repeats == "keep":
+        return train, []
+    found = dict(_repeats(train))
+    kept = [index for index in range(len(train.records)) if index not in found]
+    dropped = [
+        {"line": train.lines[index], "first_line": train.lines[earlier],
+         "prompt": _shorten(train.records[index]["prompt"])}
+        for index, earlier in found.items()
+    ]
+    subset = DataFile(train.path, train.sha256, [train.records[i] for i in kept], [train.lines[i] for i in kept])
+    return subset, dropped
+
+
+def check_eval_items(eval_set: DataFile) -> CheckResult:
+    """Fail on a repeated id or an item identical to another (prompt and expected answer); note prompt variants."""
+    name = eval_set.path.name
+    # "variant": the prompt differs from an earlier one only after normalising; "other_answer": the
+    # same prompt text with another expected answer. Both are distinct items under the policy.
+    findings: dict[str, list[dict]] = {"repeated_id": [], "identical_item": [], "variant": [], "other_answer": []}
+    problems = []
+    first_id: dict[str, int] = {}
+    first_item: dict[tuple[str, str], int] = {}
+    first_prompt: dict[str, int] = {}
+    for index, item in enumerate(eval_set.records):
+        line = eval_set.lines[index]
+        where = f"{name} line {line} (id {item['id']})"
+        if (earlier := first_id.setdefault(item["id"], index)) != index:
+            findings["repeated_id"].append({"kind": "repeated_id", "id": item["id"], "line": line,
+                                            "first_line": eval_set.lines[earlier]})
+            problems.append(f"{where} repeats the id of line {eval_set.lines[earlier]}")
+        identity = (item["prompt"], item["expected_answer"])
+        if (earlier := first_item.setdefault(identity, index)) != index:
+            other = eval_set.records[earlier]
+            findings["identical_item"].append({"kind": "identical_item", "id": item["id"], "line": line,
+                                               "first_id": other["id"], "first_line": eval_set.lines[earlier],
+                                               "prompt": _shorten(item["prompt"])})
+            problems.append(f"{where} is identical to line {eval_set.lines[earlier]} (id {other['id']}) in prompt "
+                            "and expected answer, so it would be scored twice")
+        elif (earlier := first_prompt.setdefault(normalize_prompt(item["prompt"]), index)) != index:
+            other = eval_set.records[earlier]
+            kind = "other_answer" if item["prompt"] == other["prompt"] else "variant"
+            findings[kind].append({"kind": kind, "id": item["id"], "line": line, "first_id": other["id"],
+                                   "first_line": eval_set.lines[earlier], "prompt": _shorten(item["prompt"]),
+                                   "first_prompt": _shorten(other["prompt"])})
+    ids = len(first_id)
+    repeated, identical, variants, other_answer = (len(kind) for kind in findings.values())
+    if problems:
+        parts = []
+        if repeated:
+            parts.append(f"{_plural(repeated, 'id')} used again")
+        if identical:
+            parts.append(f"{_plural(identical, 'item')} identical to an earlier one (prompt and expected answer)")
+        detail = f"{len(eval_set.records)} items: " + ", ".join(parts)
+    else:
+        detail = f"{_plural(ids, 'distinct id')}, no duplicate item"
+    if variants:
+        detail += (f"; {_plural(variants, 'prompt differs', 'prompts differ')} from an earlier one only in case, "
+                   "spacing or Unicode form (distinct items)")
+    if other_answer:
+        detail += (f"; {_plural(other_answer, 'prompt repeats', 'prompts repeat')} an earlier one with another "
+                   "expected answer (distinct items)")
+    counts = {"items": len(eval_set.records), "distinct_ids": ids, "repeated_ids": repeated,
+              "identical_items": identical, "variants": variants, "same_prompt_other_answer": other_answer}
+    examples = [example for kind in findings.values() for example in kind[:EXAMPLES]]
+    noted = bool(variants or other_answer)
+    return CheckResult("eval items", _status(bool(problems), noted), detail, counts, examples, problems)
+
+
+def check_leakage(train: DataFile, eval_set: DataFile, leakage: str = "fail") -> CheckResult:
+    """An eval prompt that appears in training after normalising: a failure, or reported under policy "report"."""
+    _check_policy("leakage", leakage, LEAKAGE_POLICIES)
+    first = _first_by_prompt(train)
+    pairs = []
+    for index, item in enumerate(eval_set.records):
+        if (earlier := first.get(normalize_prompt(item["prompt"]))) is not None:
+            pairs.append({"kind": "leaked_prompt", "eval_line": eval_set.lines[index], "id": item["id"],
+                          "train_line": train.lines[earlier], "prompt": _shorten(item["prompt"])})
+    sentences = [
+        f"{eval_set.path.name} line {pair['eval_line']} (id {pair['id']}) repeats {train.path.name} line "
+        f"{pair['train_line']}: {pair['prompt']!r}"
+        for pair in pairs
+    ]
+    n = len(eval_set.records)
+    how = "case, spacing, Unicode normalised"
+    if not pairs:
+        detail = f"none of {n} eval prompts appears in training ({how})"
+    else:
+        verb = "appears" if len(pairs) == 1 else "appear"
+        detail = f"{len(pairs)} of {n} eval prompts {verb} in training ({how})"
+        if leakage == "report":
+            detail += "; reported, not refused (leakage policy 'report')"
+    failed = bool(pairs) and leakage == "fail"
+    return CheckResult("train/eval leakage", _status(failed, bool(pairs)), detail,
+                       {"eval_prompts": n, "leaked": len(pairs)}, pairs[:EXAMPLES], sentences if failed else [])
+
+
+def _check_policy(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} policy must be one of {', '.join(allowed)} (got {value!r})")
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """Every data check on one training file and one eval file; ``to_dict`` is data_report.json."""
+
+    files: dict[str, dict]
+    policy: dict[str, str]
+    checks: list[CheckResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    @property
+    def problems(self) -> list[str]:
+        return [problem for check in self.checks for problem in check.problems]
+
+    def lines(self) -> list[str]:
+        """One pre-flight line per check."""
+        return [check.line() for check in self.checks]
+
+    def summary(self) -> str:
+        failed = [check.name for check in self.checks if not check.ok]
+        noted = [check.name for check in self.checks if check.status == "warn"]
+        outcome = f"failed: {', '.join(failed)}" if failed else "all passed"
+        return f"data checks {outcome}" + (f" (notes on {', '.join(noted)})" if noted else "")
+
+    def raise_for_problems(self) -> None:
+        """Raise one DataError naming every problem (file and line) when a check failed."""
+        if not self.ok:
+            raise DataError("the data break the data policy:\n" + "\n".join(self.problems))
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "summary": self.summary(), "files": self.files, "policy": self.policy,
+                "checks": [asdict(check) for check in self.checks]}
+
+
+def check_data(train: DataFile, eval_set: DataFile, repeats: str = "keep", leakage: str = "fail") -> DataReport:
+    """Run every data check of the policy on loaded files."""
+    checks = [
+        check_training_prompts(train, repeats), check_eval_items(eval_set), check_leakage(train, eval_set, leakage),
+    ]
+    return DataReport(
+        files={"train": train.describe(), "eval": eval_set.describe()},
+        policy={"repeats": repeats, "leakage": leakage, "prompt_normalisation": NORMALISATION},
+        checks=checks,
+    )
 
 
 def check_datasets(traces: list[dict], eval_items: list[dict]) -> list[str]:
-    """Problems that would make the eval score meaningless: repeated prompts, eval prompts seen in training."""
-    problems = []
-    first_trace: dict[str, int] = {}  # normalized prompt -> 1-based record number
-    for number, trace in enumerate(traces, start=1):
-        key = normalize_prompt(trace["prompt"])
-        if key in first_trace:
-            problems.append(
-                f"training records {first_trace[key]} and {number} have the same prompt {_shorten(trace['prompt'])}"
-            )
-        else:
-            first_trace[key] = number
+    """The failing findings for records already loaded without their lines (record numbers stand in).
 
-    first_eval: dict[str, str] = {}  # normalized prompt -> eval id
-    for item in eval_items:
-        key = normalize_prompt(item["prompt"])
-        if key in first_trace:
-            problems.append(
-                f"eval item {item['id']} repeats training record {first_trace[key]}: {_shorten(item['prompt'])}"
-            )
-        if key in first_eval:
-            problems.append(f"eval items {first_eval[key]} and {item['id']} have the same prompt")
-        else:
-            first_eval[key] = item["id"]
+    Kept so that pre-flight, which loads with load_traces/load_eval, applies the policy until it
+    moves to load_trace_file/load_eval_file and check_data.
+    """
+    train = DataFile(Path("training records"), "", traces, list(range(1, len(traces) + 1)))
+    eval_set = DataFile(Path("eval items"), "", eval_items, list(range(1, len(eval_items) + 1)))
+    return check_data(train, eval_set).problems
 
-    for eval_id, count in sorted(Counter(item["id"] for item in eval_items).items()):
-        if count > 1:
-            problems.append(f"eval id {eval_id!r} is used by {count} items")
-    return problems
+
+if __name__ == "__main__":
+    # Imported here so that `import lib.data` stays light: the check needs tokenizers and pandas.
+    from lib.datacheck import main
+
+    raise SystemExit(main())

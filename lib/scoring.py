@@ -8,12 +8,18 @@ The model is taught to answer ``<reasoning>...</reasoning>\\n<answer>...</answer
 - Lenient correctness: the answer extracted by the first rule that applies matches: the first
   complete answer tag, else a final "Answer: ..." / "The answer is ..." line, else the last
   number in the output (lm-evaluation-harness "flexible-extract" style).
-- Matching: case, surrounding whitespace and one trailing period are ignored, inner whitespace
-  is collapsed. An expected answer that is a number needs a predicted number of equal value;
-  currency signs are dropped and a trailing unit word on the prediction is allowed only when
-  the expected answer has no unit or the same one. "50%" reads as 50 with unit "%", because
-  the eval set writes percentages as the bare percentage. An expected fraction ("1/216") also
-  accepts a rounded decimal within ``FRACTION_REL_TOL``. Any other answer compares as text.
+- Matching, on both sides: a Unicode minus or dash used as a sign (U+2212 minus, U+2012
+  figure dash, U+2013 en dash, U+FE63 small and U+FF0D fullwidth hyphen-minus) reads as "-";
+  case, surrounding whitespace, one trailing full stop and one pair of quotes around the whole
+  answer ('nosaer', "Paris", curly quotes, guillemets, backticks) are ignored, inner whitespace
+  is collapsed. An expected answer that is a number needs a predicted number of equal value
+  ("31.50" matches "$31.5"; "-3" does not match "3"); currency signs are dropped and a trailing
+  unit word on the prediction is allowed only when the expected answer has no unit or the same
+  one. "50%" reads as 50 with unit "%", because the eval set writes percentages as the bare
+  percentage. An expected fraction ("1/216") also accepts a rounded decimal within
+  ``FRACTION_REL_TOL``. Any other answer compares as text ("Paris" matches "paris").
+- Answer types (``answer_type``), for reports: integer, decimal, fraction, currency, percentage,
+  number with unit, boolean, word, text; numbers are read exactly as matching reads them.
 """
 
 import re
@@ -41,8 +47,13 @@ _ANSWER_LINE_RE = re.compile(r".*\banswer\b\s*(?:is\b\s*:?|[:=])\s*(?P<answer>\S
 
 # A fraction, or an integer (thousands separated by commas, or none) with optional decimals.
 _NUMBER = r"\d+/\d+|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+# Signs a model or an eval file may write for a minus; matching reads each of them as "-".
+_MINUS_SIGNS = "-\u2212\u2012\u2013\ufe63\uff0d"
+_TO_HYPHEN_MINUS = str.maketrans(dict.fromkeys(_MINUS_SIGNS[1:], "-"))
+# Pairs that may wrap a whole answer: 'x', "x", ‘x’, “x”, «x», `x`.
+_QUOTE_PAIRS = {"'": "'", '"': '"', "\u2018": "\u2019", "\u201c": "\u201d", "\u00ab": "\u00bb", "`": "`"}
 # A minus counts only when it does not follow a word character, so "5-3" yields 5 and 3, not -3.
-_NUMBER_IN_TEXT_RE = re.compile(rf"(?:(?<!\w)-)?(?:{_NUMBER})")
+_NUMBER_IN_TEXT_RE = re.compile(rf"(?:(?<!\w)[{_MINUS_SIGNS}])?(?:{_NUMBER})")
 _QUANTITY_RE = re.compile(
     rf"(?P<sign>-?)[$€£]?\s*(?P<number>{_NUMBER})\s*(?P<unit>%|°?[^\W\d_]+(?:/[^\W\d_]+)?)?"
 )
@@ -54,10 +65,17 @@ class _Quantity(NamedTuple):
     is_fraction: bool  # written as "a/b", so a rounded decimal may stand for it
 
 
-def _normalize_text(text: str) -> str:
-    """Casefold, collapse whitespace and drop one trailing period."""
-    text = " ".join(text.split()).casefold()
+def _drop_full_stop(text: str) -> str:
     return text[:-1].rstrip() if text.endswith(".") else text
+
+
+def _normalize_text(text: str) -> str:
+    """Minus signs as "-", casefold, collapse whitespace, drop one trailing full stop and one pair of quotes."""
+    text = _drop_full_stop(" ".join(text.translate(_TO_HYPHEN_MINUS).split()).casefold())
+    # The full stop may sit inside the quotes ("Paris.") or outside them ("Paris".).
+    if len(text) >= 2 and _QUOTE_PAIRS.get(text[0]) == text[-1]:
+        text = _drop_full_stop(text[1:-1].strip())
+    return text
 
 
 def _parse_quantity(text: str) -> _Quantity | None:
@@ -79,6 +97,24 @@ def normalize_number(text: str) -> Fraction | None:
     """Return the value of a text that is one number ("$1,000", "-3", "153 km", "1/216") or None."""
     quantity = _parse_quantity(text)
     return None if quantity is None else quantity.value
+
+
+def answer_type(answer: str) -> str:
+    """The kind of an answer, for reports: "integer", "decimal", "fraction", "currency", "percentage",
+    "number with unit", "boolean", "word" or "text" (several words)."""
+    quantity = _parse_quantity(answer)
+    text = _normalize_text(answer)
+    if quantity is None:
+        if text in ("true", "false"):
+            return "boolean"
+        return "word" if len(text.split()) == 1 else "text"
+    if re.match(r"-?[$€£]", text):
+        return "currency"
+    if quantity.unit:
+        return "percentage" if quantity.unit == "%" else "number with unit"
+    if quantity.is_fraction:
+        return "fraction"
+    return "decimal" if "." in text else "integer"
 
 
 def is_well_formatted(output: str) -> bool:

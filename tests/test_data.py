@@ -15,7 +15,22 @@ from pathlib import Path
 import pytest
 
 from lib import datagen
-from lib.data import DataError, check_datasets, load_eval, load_traces, normalize_prompt
+from lib.data import (
+    EXAMPLES,
+    MAX_LISTED,
+    DataError,
+    apply_repeat_policy,
+    check_data,
+    check_datasets,
+    check_eval_items,
+    check_leakage,
+    check_training_prompts,
+    load_eval,
+    load_eval_file,
+    load_trace_file,
+    load_traces,
+    normalize_prompt,
+)
 
 DATA_DIR = datagen.DEFAULT_OUT_DIR
 GENERATED_FILES = (datagen.TRAIN_FILE, datagen.EVAL_FILE, datagen.MANIFEST_FILE)
@@ -117,8 +132,14 @@ def test_eval_difficulties_cover_the_scale(eval_items):
 # --------------------------------------------------------------------------- no leakage
 
 
-def test_no_duplicate_prompts_and_no_eval_prompt_in_training(traces, eval_items):
-    assert check_datasets(traces, eval_items) == []
+def test_no_duplicate_prompts_and_no_eval_prompt_in_training():
+    report = check_data(load_trace_file(DATA_DIR / datagen.TRAIN_FILE), load_eval_file(DATA_DIR / datagen.EVAL_FILE))
+    assert [check.status for check in report.checks] == ["pass", "pass", "pass"]
+    assert report.lines() == [
+        "[PASS] training prompts: 550 records, no prompt repeats an earlier one",
+        "[PASS] eval items: 100 distinct ids, no duplicate item",
+        "[PASS] train/eval leakage: none of 100 eval prompts appears in training (case, spacing, Unicode normalised)",
+    ]
 
 
 def test_every_eval_category_has_training_examples(traces, eval_items):
@@ -334,12 +355,262 @@ def test_missing_file_names_path_and_role(tmp_path, loader, what):
         loader(missing)
 
 
-def test_check_datasets_reports_each_problem():
-    trace = {**GOOD_TRACE, "prompt": "What is 2 + 2?"}
-    twin = {**GOOD_TRACE, "prompt": "  what is 2 +  2? "}
-    items = [{**GOOD_ITEM, "prompt": "WHAT IS 2 + 2?"}, {**GOOD_ITEM, "prompt": "Other?"}]
-    problems = check_datasets([trace, twin], items)
-    assert any("training records 1 and 2" in p for p in problems)
-    assert any("eval item eval-v2-001 repeats training record 1" in p for p in problems)
-    assert any("eval id 'eval-v2-001' is used by 2 items" in p for p in problems)
-    assert check_datasets([trace], [{**GOOD_ITEM, "prompt": "Other?"}]) == []
+# --------------------------------------------------------------------------- loading: lines, hashes, bytes
+
+USER_TRAIN = Path(__file__).parent / "data" / "user_train.jsonl"
+USER_EVAL = Path(__file__).parent / "data" / "user_eval.jsonl"
+
+
+def _trace(prompt: str, answer: str = "4") -> dict:
+    return {**GOOD_TRACE, "prompt": prompt, "final_answer": answer}
+
+
+def _item(n: int, prompt: str, answer: str = "4", id_: str | None = None) -> dict:
+    return {**GOOD_ITEM, "id": id_ or f"eval-{n:03d}", "prompt": prompt, "expected_answer": answer}
+
+
+def _jsonl(path: Path, records: list[dict]) -> Path:
+    return _write_lines(path, *(json.dumps(record, ensure_ascii=False) for record in records))
+
+
+def test_loaders_keep_line_numbers_and_hash_the_bytes(tmp_path):
+    path = _write_lines(tmp_path / "t.jsonl", "", json.dumps(GOOD_TRACE), "  ", json.dumps(_trace("Other?")))
+    data = load_trace_file(path)
+    assert data.lines == [2, 4] and [r["prompt"] for r in data.records] == ["?", "Other?"]
+    assert data.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert data.describe() == {"path": str(path), "sha256": data.sha256, "records": 2}
+    assert load_traces(path) == data.records
+
+
+def test_users_export_loads_unchanged():
+    # Step numbers from 0, free step types, answers such as "$31.5" and "Paris" (issue 11).
+    data = load_trace_file(USER_TRAIN)
+    steps = data.records[1]["steps"]
+    assert [s["i"] for s in steps] == [0, 1, 2] and [s["type"] for s in steps] == ["setup", "formula", "calculation"]
+    assert data.records[1]["final_answer"] == "$31.5"
+    assert data.lines == [1, 2, 3, 5, 6, 7, 8, 9]  # line 4 is blank
+    assert [item["expected_answer"] for item in load_eval(USER_EVAL)][3:6] == ["$31.5", "Paris", "Paris"]
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n", b"  \n\t\n"])
+@pytest.mark.parametrize(("loader", "what"), [(load_traces, "training traces file"), (load_eval, "eval set file")])
+def test_empty_file_is_an_error_naming_the_file(tmp_path, loader, what, content):
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=re.escape(f"{path}: {what} holds no records")):
+        loader(path)
+
+
+def test_non_utf8_byte_names_file_and_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    good = json.dumps(GOOD_ITEM).encode("utf-8")
+    bad = json.dumps({**GOOD_ITEM, "prompt": "caf\u00e9?"}, ensure_ascii=False).encode("latin-1")
+    path.write_bytes(good + b"\n" + good + b"\n" + bad + b"\n")
+    with pytest.raises(DataError) as error:
+        load_eval(path)
+    column = bad.index(b"\xe9") + 1
+    assert str(error.value) == (
+        f"{path} line 3: not UTF-8 text (byte 0xe9 at byte {column} of the line); save the file as UTF-8"
+    )
+
+
+def test_byte_order_mark_and_crlf_are_accepted(tmp_path):
+    path = tmp_path / "windows.jsonl"
+    line = json.dumps(GOOD_ITEM).encode()
+    path.write_bytes(b"\xef\xbb\xbf" + line + b"\r\n" + line + b"\r\n")
+    assert load_eval(path) == [GOOD_ITEM, GOOD_ITEM]
+
+
+def test_every_malformed_record_is_named_up_to_a_limit(tmp_path):
+    lines = [json.dumps(GOOD_ITEM), "{not json", _with(GOOD_ITEM, section="misc"), json.dumps(GOOD_ITEM), "[]"]
+    path = _write_lines(tmp_path / "bad.jsonl", *lines)
+    with pytest.raises(DataError) as error:
+        load_eval(path)
+    assert str(error.value).splitlines() == [
+        f"{path} line 2: not valid JSON (Expecting property name enclosed in double quotes at column 2)",
+        f"{path} line 3: field 'section' must be one of core, trace_sensitive, edge_case (got 'misc')",
+        f"{path} line 5: record must be a JSON object (got a list)",
+    ]
+    many = _write_lines(tmp_path / "many.jsonl", *["[]"] * (MAX_LISTED + 3))
+    with pytest.raises(DataError) as error:
+        load_eval(many)
+    message = str(error.value).splitlines()
+    assert len(message) == MAX_LISTED + 1 and message[-1] == "... and 3 more malformed records"
+
+
+# --------------------------------------------------------------------------- normalising prompts
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("What is the capital of France?", "what is the capital of FRANCE?"),
+        ("What is   42  ?", "what is 42 ?"),
+        ("What\nis 42?", "What is 42?"),
+        ("What is 42?", "What\u00a0is 42?"),  # a no-break space
+        ("\uff37hat is \uff14\uff12?", "What is 42?"),  # full-width letters and digits
+        ("caf\u00e9?", "cafe\u0301?"),  # composed and decomposed accents
+        ("STRASSE?", "stra\u00dfe?"),  # case folding, not just lower-casing
+    ],
+)
+def test_prompts_that_are_the_same_question(a, b):
+    assert normalize_prompt(a) == normalize_prompt(b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("What is 5\u00b2?", "What is 52?"),  # NFKC alone would make these equal
+        ("What is x\u2082?", "What is x2?"),
+        ("What is \u00bd of 8?", "What is 1\u20442 of 8?"),
+        ("What is 7 + 8?", "What is 7 - 8?"),
+    ],
+)
+def test_prompts_that_are_different_questions(a, b):
+    assert normalize_prompt(a) != normalize_prompt(b)
+
+
+# --------------------------------------------------------------------------- training prompts
+
+
+def test_repeated_training_prompts_are_reported_and_kept():
+    result = check_training_prompts(load_trace_file(USER_TRAIN))
+    assert result.ok and result.status == "warn" and result.problems == []
+    assert result.line() == "[WARN] training prompts: 8 records, 3 repeat an earlier prompt (kept)"
+    assert [(e["line"], e["first_line"], e["prompt"]) for e in result.examples] == [
+        (5, 1, "What is 12 + 30?"),
+        (7, 1, "what is 12 +  30?"),  # the same question after normalising
+        (9, 2, "A book costs $10.50. What do 3 books cost?"),
+    ]
+    # "$31.50" repeats "$31.5": the same answer, so not counted as another answer.
+    assert result.counts == {"records": 8, "repeats": 3, "repeats_with_other_answer": 0, "dropped": 0}
+
+
+def test_the_issues_74_repeats_are_not_a_failure(tmp_path):
+    records = [_trace(f"What is {n} + 1?", str(n + 1)) for n in range(476)]
+    records += [_trace(f"What is {n} + 1?", str(n + 1)) for n in range(74)]
+    result = check_training_prompts(load_trace_file(_jsonl(tmp_path / "t.jsonl", records)))
+    assert result.ok and result.detail == "550 records, 74 repeat an earlier prompt (kept)"
+    assert len(result.examples) == EXAMPLES and result.examples[0] == {
+        "kind": "repeated_prompt", "line": 477, "first_line": 1, "prompt": "What is 0 + 1?", "same_answer": True,
+    }
+
+
+def test_repeat_with_another_answer_is_counted(tmp_path):
+    records = [_trace("What is 2 + 2?", "4"), _trace("what is 2 + 2?", "5"), _trace("Other?")]
+    result = check_training_prompts(load_trace_file(_jsonl(tmp_path / "t.jsonl", records)))
+    assert result.detail == "3 records, 1 repeat an earlier prompt (kept); 1 repeat has another answer"
+    assert result.examples[0]["same_answer"] is False and result.ok
+
+
+def test_drop_policy_keeps_the_first_of_each_prompt():
+    train = load_trace_file(USER_TRAIN)
+    kept, dropped = apply_repeat_policy(train, "drop")
+    assert kept.lines == [1, 2, 3, 6, 8] and kept.sha256 == train.sha256
+    assert [(d["line"], d["first_line"]) for d in dropped] == [(5, 1), (7, 1), (9, 2)]
+    assert apply_repeat_policy(train, "keep") == (train, [])
+    result = check_training_prompts(train, "drop")
+    assert result.detail == "8 records, 3 repeat an earlier prompt (dropped; 5 records left to train on)"
+    assert result.counts["dropped"] == 3 and result.ok
+
+
+def test_no_repeats_passes(tmp_path):
+    result = check_training_prompts(load_trace_file(_jsonl(tmp_path / "t.jsonl", [_trace("A?"), _trace("B?")])))
+    assert result.line() == "[PASS] training prompts: 2 records, no prompt repeats an earlier one"
+
+
+# --------------------------------------------------------------------------- eval items
+
+
+def test_case_variants_are_distinct_eval_items():
+    # The issue: "What is the capital of France?" and "... FRANCE?" is a deliberate edge case.
+    result = check_eval_items(load_eval_file(USER_EVAL))
+    assert result.ok and result.status == "warn" and result.problems == []
+    assert result.detail == (
+        "10 distinct ids, no duplicate item; 1 prompt differs from an earlier one only in case, spacing or "
+        "Unicode form (distinct items)"
+    )
+    assert result.examples == [{
+        "kind": "variant", "id": "user-eval-006", "line": 6, "first_id": "user-eval-005", "first_line": 5,
+        "prompt": "What is the capital of FRANCE?", "first_prompt": "What is the capital of France?",
+    }]
+
+
+def test_repeated_id_and_identical_item_fail_naming_both_lines(tmp_path):
+    items = [_item(1, "A?"), _item(2, "B?"), _item(3, "C?", id_="eval-001"), _item(4, "A?", "4"), _item(5, "A?", "5")]
+    path = _jsonl(tmp_path / "e.jsonl", items)
+    result = check_eval_items(load_eval_file(path))
+    assert not result.ok and result.status == "fail"
+    assert result.detail == (
+        "5 items: 1 id used again, 1 item identical to an earlier one (prompt and expected answer); "
+        "1 prompt repeats an earlier one with another expected answer (distinct items)"
+    )
+    assert result.problems == [
+        "e.jsonl line 3 (id eval-001) repeats the id of line 1",
+        "e.jsonl line 4 (id eval-004) is identical to line 1 (id eval-001) in prompt and expected answer, "
+        "so it would be scored twice",
+    ]
+    assert result.counts == {"items": 5, "distinct_ids": 4, "repeated_ids": 1, "identical_items": 1,
+                             "variants": 0, "same_prompt_other_answer": 1}
+
+
+# --------------------------------------------------------------------------- train/eval leakage
+
+
+def test_leakage_fails_listing_the_pairs(tmp_path):
+    train = load_trace_file(_jsonl(tmp_path / "train.jsonl", [_trace("X?"), _trace("What is 2 + 2?"), _trace("Y?")]))
+    items = [_item(1, "Other?"), _item(2, "\uff37HAT is 2 +  2?")]  # full-width W, case and spacing
+    eval_set = load_eval_file(_jsonl(tmp_path / "eval.jsonl", items))
+    result = check_leakage(train, eval_set)
+    assert result.line() == (
+        "[FAIL] train/eval leakage: 1 of 2 eval prompts appears in training (case, spacing, Unicode normalised)"
+    )
+    assert result.problems == ["eval.jsonl line 2 (id eval-002) repeats train.jsonl line 2: '\uff37HAT is 2 +  2?'"]
+    assert result.examples == [{"kind": "leaked_prompt", "eval_line": 2, "id": "eval-002", "train_line": 2,
+                                "prompt": "\uff37HAT is 2 +  2?"}]
+    reported = check_leakage(train, eval_set, "report")
+    assert reported.ok and reported.status == "warn" and reported.problems == []
+    assert reported.detail.endswith("; reported, not refused (leakage policy 'report')")
+
+
+def test_policies_are_checked():
+    train = load_trace_file(USER_TRAIN)
+    with pytest.raises(ValueError, match="repeats policy must be one of keep, drop"):
+        check_training_prompts(train, "ignore")
+    with pytest.raises(ValueError, match="leakage policy must be one of fail, report"):
+        check_leakage(train, load_eval_file(USER_EVAL), "warn")
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def test_report_is_json_and_raises_with_every_problem(tmp_path):
+    train = load_trace_file(_jsonl(tmp_path / "train.jsonl", [_trace("A?"), _trace("A?")]))
+    eval_set = load_eval_file(_jsonl(tmp_path / "eval.jsonl", [_item(1, "a?"), _item(2, "B?", id_="eval-001")]))
+    report = check_data(train, eval_set)
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["ok"] is False and data["summary"] == (
+        "data checks failed: eval items, train/eval leakage (notes on training prompts)"
+    )
+    assert data["policy"]["repeats"] == "keep" and data["policy"]["leakage"] == "fail"
+    assert data["files"]["train"] == {"path": str(train.path), "sha256": train.sha256, "records": 2}
+    assert [c["name"] for c in data["checks"]] == ["training prompts", "eval items", "train/eval leakage"]
+    with pytest.raises(DataError) as error:
+        report.raise_for_problems()
+    assert str(error.value).splitlines() == [
+        "the data break the data policy:",
+        "eval.jsonl line 2 (id eval-001) repeats the id of line 1",
+        "eval.jsonl line 1 (id eval-001) repeats train.jsonl line 1: 'a?'",
+    ]
+    check_data(train, load_eval_file(USER_EVAL)).raise_for_problems()  # passes: nothing raised
+
+
+def test_check_datasets_keeps_pre_flight_on_the_policy():
+    # Record numbers stand in for lines when the caller holds records only.
+    trace, twin = _trace("What is 2 + 2?"), _trace("  what is 2 +  2? ")
+    items = [_item(1, "WHAT IS 2 + 2?"), _item(2, "Other?", id_="eval-001")]
+    assert check_datasets([trace, twin], items) == [
+        "eval items line 2 (id eval-001) repeats the id of line 1",
+        "eval items line 1 (id eval-001) repeats training records line 1: 'WHAT IS 2 + 2?'",
+    ]
+    assert check_datasets([trace, twin], [_item(1, "Other?")]) == []  # a repeated training prompt is no failure

@@ -1,7 +1,7 @@
 """Tests for lib.scoring: format check, answer extraction, number parsing, matching, aggregation."""
 
-import re
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +9,7 @@ from lib.config import REPO_ROOT
 from lib.data import load_eval
 from lib.scoring import (
     FRACTION_REL_TOL,
+    answer_type,
     answers_match,
     extract_answer,
     is_well_formatted,
@@ -88,6 +89,8 @@ def test_not_well_formatted(output):
         ("<reasoning>10 + 5 = 15</reasoning>\n<answer>15", ("15", "last_number")),
         ("costs $1,000.50 in total", ("1,000.50", "last_number")),
         ("it drops to -3 degrees", ("-3", "last_number")),
+        ("it drops to \u22123 degrees", ("\u22123", "last_number")),  # a Unicode minus is a sign too
+        ("pages 5\u20137", ("7", "last_number")),  # an en dash after a digit is a range, not a sign
         ("5-3 is small", ("3", "last_number")),  # a hyphen after a digit is not a sign
         ("probability 1/216 overall", ("1/216", "last_number")),
         ("3, 4, 5", ("5", "last_number")),
@@ -120,6 +123,11 @@ def test_extract_answer(output, expected):
         ("1/216", Fraction(1, 216)),
         ("50%", Fraction(50)),  # a percentage reads as the bare percentage, not 0.5
         ("  42.  ", Fraction(42)),
+        ("\u22123", Fraction(-3)),  # U+2212 minus sign
+        ("\u20133", Fraction(-3)),  # en dash
+        ("\uff0d3", Fraction(-3)),  # fullwidth hyphen-minus
+        ("'42'", Fraction(42)),
+        ("\u201c$31.5\u201d.", Fraction(63, 2)),  # curly quotes, then a full stop
     ],
 )
 def test_normalize_number(text, value):
@@ -172,6 +180,21 @@ def test_normalize_number_rejects(text):
         ("FRIDAY", "Friday"),
         ("friday ", "Friday"),
         ("olleh  dlrow", "olleh dlrow"),
+        # the variants real eval sets contain (issue 11)
+        ("-3", "\u22123"),
+        ("\u22123", "-3"),
+        ("\u20133", "\u22123"),
+        ("'nosaer'", "nosaer"),
+        ('"Paris"', "Paris"),
+        ("\u201cParis\u201d", "Paris"),
+        ("\u2018nosaer\u2019.", "nosaer"),
+        ('"Paris".', "Paris"),
+        ("\u00abParis\u00bb", "Paris"),
+        ("Paris.", "Paris"),
+        ("31.50", "$31.5"),
+        ("$31.50", "$31.5"),
+        ("31.5.", "$31.5"),
+        ("paris", "Paris"),
     ],
 )
 def test_answers_match(predicted, expected):
@@ -201,6 +224,14 @@ def test_answers_match(predicted, expected):
         ("false", "true"),
         ("Thursday", "Friday"),
         ("Paris France", "Paris"),
+        ("31.6", "$31.5"),
+        ("-3", "3"),
+        ("\u22123", "3"),
+        ("3", "\u22123"),
+        ("reason", "nosaer"),
+        ("'Lyon'", "Paris"),
+        ("'Paris", "Paris"),  # an unpaired quote is part of the answer
+        ("Paris'.", "Paris"),
         ("", "Paris"),
         (None, "15"),
         (None, "Paris"),
@@ -300,55 +331,81 @@ def test_summarize_empty_is_zero():
 
 # --- every answer in the shipped eval set -----------------------------------------------------
 
-EVAL_ITEMS = load_eval(REPO_ROOT / "data" / "eval_v2.jsonl")
-# A plausible wrong answer for each text answer in the eval set; a new text answer in the data
-# fails test_every_eval_answer_type_is_covered until it gets one here.
-WRONG_TEXT = {"Paris": "Lyon", "Friday": "Saturday", "true": "false"}
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        ("15", "integer"),
+        ("007", "integer"),
+        ("\u22123", "integer"),
+        ("5.75", "decimal"),
+        ("18.50", "decimal"),
+        ("1/216", "fraction"),
+        ("$31.5", "currency"),
+        ("-$3", "currency"),
+        ("50%", "percentage"),
+        ("153 km", "number with unit"),
+        ("true", "boolean"),
+        ("False.", "boolean"),
+        ("Paris", "word"),
+        ("nosaer", "word"),
+        ("New York", "text"),
+        ("More information is needed.", "text"),
+    ],
+)
+def test_answer_type(answer, kind):
+    assert answer_type(answer) == kind
 
 
-def answer_type(expected: str) -> str:
-    if re.fullmatch(r"\d+", expected):
-        return "integer"
-    if re.fullmatch(r"\d+\.\d+", expected):
-        return "decimal"
-    if re.fullmatch(r"\d+/\d+", expected):
-        return "fraction"
-    return "text"
+# --- every answer in the shipped eval set and in the user's documented one --------------------
+
+# data/eval_v2.jsonl ships with the project; tests/data/user_eval.jsonl holds the answer types a
+# user's exported eval set was documented to contain (issue 11): integers, decimals, 1/216,
+# Paris/Friday/true, $31.5, the reversed string "nosaer", and a Unicode minus.
+USER_EVAL = Path(__file__).parent / "data" / "user_eval.jsonl"
+EVAL_ITEMS = load_eval(REPO_ROOT / "data" / "eval_v2.jsonl") + load_eval(USER_EVAL)
+# A plausible wrong answer for each word answer; a new word answer in the data fails
+# test_every_eval_answer_type_is_covered until it gets one here.
+WRONG_WORD = {"Paris": "Lyon", "Friday": "Saturday", "true": "false", "nosaer": "reason"}
+WORD_TYPES = ("word", "boolean")
 
 
 def test_every_eval_answer_type_is_covered():
     types = {answer_type(item["expected_answer"]) for item in EVAL_ITEMS}
-    assert types == {"integer", "decimal", "fraction", "text"}
-    texts = {item["expected_answer"] for item in EVAL_ITEMS if answer_type(item["expected_answer"]) == "text"}
-    assert texts <= set(WRONG_TEXT), f"add a wrong answer for {texts - set(WRONG_TEXT)}"
+    assert types == {"integer", "decimal", "fraction", "currency", "word", "boolean"}
+    words = {item["expected_answer"] for item in EVAL_ITEMS if answer_type(item["expected_answer"]) in WORD_TYPES}
+    assert words <= set(WRONG_WORD), f"add a wrong answer for {words - set(WRONG_WORD)}"
 
 
 def right_answers(expected: str) -> list[str]:
     """Ways a model may write the expected answer that must count as right."""
     kind = answer_type(expected)
-    if kind == "text":
-        return [expected, expected.upper(), expected.lower() + "."]
+    wrapped = [f"'{expected}'", f"\u201c{expected}\u201d", f"{expected}."]
+    if kind in WORD_TYPES:
+        return [expected, expected.upper(), expected.lower() + ".", *wrapped]
+    value = normalize_number(expected)
     if kind == "fraction":
-        value = Fraction(expected)
-        return [expected, f"{value.numerator * 2}/{value.denominator * 2}", f"{float(value):.6f}"]
-    value = Fraction(expected)
+        return [expected, f"{value.numerator * 2}/{value.denominator * 2}", f"{float(value):.6f}", *wrapped]
+    sign, magnitude = ("-", -value) if value < 0 else ("", value)
     # Money and units: the prompts ask for dollars, kilometers, hours, ...
-    written = [expected, f"${expected}", f"{expected} dollars", f"{expected} km", f"{float(value):.2f}"]
-    return written + ([str(float(value))] if kind == "decimal" else [f"{expected}.0"])
+    written = [expected, *wrapped, f"{sign}${float(magnitude):.2f}", f"{float(value):.2f} dollars",
+               f"{float(value)} km", f"\u2212{float(magnitude)}" if sign else f"{float(value):.3f}"]
+    return written + ([f"{sign}{magnitude.numerator}.0"] if magnitude.denominator == 1 else [])
 
 
 def wrong_answers(expected: str) -> list[str]:
     """Near misses that must count as wrong: a different value, the answer inside a longer number."""
     kind = answer_type(expected)
-    if kind == "text":
-        return [WRONG_TEXT[expected], f"{expected} {WRONG_TEXT[expected]}"]
-    value = Fraction(expected)
+    if kind in WORD_TYPES:
+        return [WRONG_WORD[expected], f"{expected} {WRONG_WORD[expected]}"]
+    value = normalize_number(expected)
+    digits = expected.lstrip("$-\u2212")
+    sign = "-" if value < 0 else ""
     # Appending a digit: "420" for "42", but "7.501" for "7.50" ("7.500" is the same value).
-    longer = f"{expected}1" if kind == "decimal" else f"{expected}0"
-    wrong = [longer, f"1{expected}", str(value + 1), f"-{expected}"]
+    longer = f"{sign}{digits}1" if "." in digits else f"{sign}{digits}0"
+    wrong = [longer, f"{sign}1{digits}", str(value + 1), str(-value), f"{float(value) + 0.1:.2f}"]
     if kind == "fraction":
         return wrong + [f"{value.numerator}/{value.denominator + 1}", f"{float(value):.4f}"]
-    return wrong + (["1" + expected.replace(".", "")] if kind == "decimal" else [f"0.{expected}"])
+    return wrong + ([f"{sign}1" + digits.replace(".", "")] if "." in digits else [f"{sign}0.{digits}"])
 
 
 @pytest.mark.parametrize("item", EVAL_ITEMS, ids=lambda item: f"{item['id']}={item['expected_answer']}")
