@@ -47,6 +47,8 @@ class RunConfig:
     train_file: str = "data/dev-reasoning-v2.jsonl"
     eval_file: str = "data/eval_v2.jsonl"
     max_seq_length: int = field(default=512, metadata=_range(16, 131_072))  # a longer record fails pre-flight
+    train_repeats: Literal["keep", "drop"] = "keep"  # a training prompt repeating an earlier one: kept, or dropped
+    eval_leakage: Literal["fail", "report"] = "fail"  # an eval prompt also in training: fails pre-flight, or reported
     # training
     seed: int = field(default=42, metadata=_range(0, 2**32 - 1))  # numpy's seed range
     max_steps: int = field(default=400, metadata=_range(1, 1_000_000))

@@ -10,7 +10,7 @@ import torch
 
 from lib.config import RunConfig
 from lib.contract import (
-    CONFIG, ENV_SNAPSHOT, EVAL_RESULTS, FAILURE_ANALYSIS, GPU_SNAPSHOT, MANIFEST, SUMMARY, SUMMARY_FACTS,
+    CONFIG, DATA_REPORT, ENV_SNAPSHOT, EVAL_RESULTS, FAILURE_ANALYSIS, GPU_SNAPSHOT, MANIFEST, SUMMARY, SUMMARY_FACTS,
     TRAINING_LOG, TRAINING_METRICS, required,
 )
 from lib.evidence import read_json, write_json, write_manifest, write_text
@@ -73,6 +73,7 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
         "hardware": _hardware(),
         "run_time_s": round(sum(p["duration_s"] for p in phases), 3),
         "config_sha256": config.get("sha256", "n/a"),
+        "data": data_facts(run_dir),
         "repository": {k: repository.get(k) for k in ("commit", "dirty", "unchanged", "change")},
         "training": {
             "status": metrics["status"],
@@ -90,6 +91,15 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
             "traceback": failed["traceback"],
         },
     }
+
+
+def data_facts(run_dir: Path) -> dict | None:
+    """The data files (path, sha256, records) and the data policy's one-line outcome, from data_report.json."""
+    path = run_dir / DATA_REPORT
+    if not path.exists():  # pre-flight did not get as far as loading both files
+        return None
+    report = read_json(path)
+    return {"files": report["files"], "summary": report["summary"]}
 
 
 def plot_files(run_dir: Path) -> list[str]:

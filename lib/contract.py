@@ -12,6 +12,7 @@ CONFIG = "config.json"
 ENV_SNAPSHOT = "env_snapshot.txt"
 GPU_SNAPSHOT = "gpu_snapshot.txt"
 PREFLIGHT = "preflight.json"  # every check with its status and detail: the [PASS]/[FAIL] table as data
+DATA_REPORT = "data_report.json"  # the data policy's findings: repeats, duplicates, leakage, with line numbers
 BASE_MODEL = "base_model"  # a model built in pre-flight (the embedded default), ignored by git
 # M44.1 training.
 TRAINING_LOG = "training_log.txt"

@@ -456,15 +456,9 @@ def check_data(train: DataFile, eval_set: DataFile, repeats: str = "keep", leaka
     )
 
 
-def check_datasets(traces: list[dict], eval_items: list[dict]) -> list[str]:
-    """The failing findings for records already loaded without their lines (record numbers stand in).
-
-    Kept so that pre-flight, which loads with load_traces/load_eval, applies the policy until it
-    moves to load_trace_file/load_eval_file and check_data.
-    """
-    train = DataFile(Path("training records"), "", traces, list(range(1, len(traces) + 1)))
-    eval_set = DataFile(Path("eval items"), "", eval_items, list(range(1, len(eval_items) + 1)))
-    return check_data(train, eval_set).problems
+def load_training_records(path: str | Path, repeats: str) -> list[dict]:
+    """The records training uses: the file's, with later repeats of a prompt dropped when `repeats` is "drop"."""
+    return apply_repeat_policy(load_trace_file(path), repeats)[0].records
 
 
 if __name__ == "__main__":

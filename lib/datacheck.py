@@ -24,12 +24,11 @@ from pathlib import Path
 
 import huggingface_hub
 import numpy as np
-import yaml
 from tabulate import tabulate
 from transformers import PreTrainedTokenizerBase
 
 from lib import gguf_model
-from lib.config import RunConfig
+from lib.config import RunConfig, load_config
 from lib.data import (
     EXAMPLES,
     LEAKAGE_POLICIES,
@@ -58,14 +57,8 @@ class TokenizerUnavailable(RuntimeError):
 
 
 def load_profile(params: Path | None) -> RunConfig:
-    """The resolved run parameters: the YAML profile on top of the notebook's defaults.
-
-    The one place this command reads a profile, so that it can move to the project's config
-    loader in one edit. Imported here: lib.execute pulls in papermill and nbconvert.
-    """
-    from lib.execute import load_params, notebook_defaults
-
-    return RunConfig.from_parameters({**notebook_defaults(), **load_params(params)})
+    """The resolved run parameters: the official defaults, then the profile (lib.config.load_config)."""
+    return load_config(params)
 
 
 def load_profile_tokenizer(cfg: RunConfig, traces: list[dict]) -> tuple[PreTrainedTokenizerBase, str]:
@@ -167,18 +160,22 @@ def _describe_note(example: dict, train: DataFile, eval_set: DataFile) -> str:
             f"(id {example['first_id']}): {example['prompt']!r}")
 
 
-def run_check(train_path: Path | None, eval_path: Path | None, params: Path | None, repeats: str, leakage: str,
-              json_path: Path | None = None) -> int:
-    """Print the report; return the exit status (0 accepted, 1 refused, 2 profile error)."""
+def run_check(train_path: Path | None, eval_path: Path | None, params: Path | None, repeats: str | None,
+              leakage: str | None, json_path: Path | None = None) -> int:
+    """Print the report; return the exit status (0 accepted, 1 refused, 2 profile error).
+
+    `repeats` and `leakage` override the profile's train_repeats and eval_leakage when given.
+    """
     try:
         cfg = load_profile(params)
-    # load_params exits with a message for unknown names; RunConfig raises ValueError for bad values.
-    except (SystemExit, ValueError, OSError, yaml.YAMLError) as exc:
-        print(f"profile {params}: {exc}", file=sys.stderr)
+    except ValueError as exc:  # a missing or malformed profile, an unknown name, a bad value: all named
+        print(f"lib.data check: {exc}", file=sys.stderr)
         return 2
+    repeats = repeats or cfg.train_repeats
+    leakage = leakage or cfg.eval_leakage
     train_path = train_path or cfg.path("train_file")
     eval_path = eval_path or cfg.path("eval_file")
-    profile = (f"{params or 'notebook defaults (the official contract)'}: model {cfg.model_name}, "
+    profile = (f"{params or 'the official defaults'}: model {cfg.model_name}, "
                f"max_seq_length {cfg.max_seq_length}")
 
     loaded, problems = {}, []
@@ -257,11 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--train", type=Path, help="training traces (JSONL); default: the profile's train_file")
     check.add_argument("--eval", type=Path, help="eval set (JSONL); default: the profile's eval_file")
     check.add_argument("--params", type=Path,
-                       help="profile (params/*.yaml) on top of the notebook defaults: tokenizer and max_seq_length")
-    check.add_argument("--repeats", choices=REPEAT_POLICIES, default="keep",
-                       help="training prompts that repeat an earlier one: keep (default) or drop")
-    check.add_argument("--leakage", choices=LEAKAGE_POLICIES, default="fail",
-                       help="eval prompts found in training: fail (default) or report")
+                       help="profile (params/*.yaml) on top of the official defaults: tokenizer, max_seq_length, "
+                       "data policy")
+    check.add_argument("--repeats", choices=REPEAT_POLICIES,
+                       help="training prompts that repeat an earlier one: keep or drop (default: the profile's "
+                       "train_repeats)")
+    check.add_argument("--leakage", choices=LEAKAGE_POLICIES,
+                       help="eval prompts found in training: fail or report (default: the profile's eval_leakage)")
     check.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     args = parser.parse_args(argv)
     return run_check(args.train, args.eval, args.params, args.repeats, args.leakage, args.json)

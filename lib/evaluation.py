@@ -44,7 +44,7 @@ def evaluate(cfg: RunConfig, run_dir: Path, prepared: Prepared, trained: Trained
 def write_evaluation(out_dir: Path, cfg: RunConfig, eval_items: list[dict],
                      generations: dict[str, list[dict]], extra: dict | None = None) -> dict:
     """Score the generations, write evaluation_results.json and its summary, print the headline; return the metrics."""
-    results = build_results(eval_items, generations, cfg.seed, cfg.max_new_tokens, extra)
+    results = build_results(eval_items, generations, cfg.max_new_tokens, extra)
     write_json(out_dir / EVAL_RESULTS, results)
     write_text(out_dir / EVAL_SUMMARY, render_evaluation_summary(results["metrics"], results["items"]))
     print(headline(results["metrics"]))

@@ -1,9 +1,10 @@
 """M44.0: snapshot everything, then check all the one shot needs before spending it.
 
-Each check is a function of its inputs, run through a `Checks` table that prints one [PASS], [FAIL] or
-[SKIP] line per check and records them in preflight.json. A check whose input could not be had (a data
-file did not load, the model could not be resolved) is skipped and says why: the failures are the root
-causes, the skips their consequences. The phase fails after all checks have run.
+Each check is a function of its inputs, run through a `Checks` table that prints one [PASS], [WARN],
+[FAIL] or [SKIP] line per check and records them in preflight.json. [WARN] is a finding that does not
+stop the run (repeated training prompts, kept by the data policy). A check whose input could not be had
+(a data file did not load, the model could not be resolved) is skipped and says why: the failures are
+the root causes, the skips their consequences. The phase fails after all checks have run.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import psutil
 import torch
 
 from lib.config import RunConfig
-from lib.contract import PREFLIGHT
-from lib.data import check_datasets, load_eval, load_traces
+from lib.contract import DATA_REPORT, PREFLIGHT
+from lib.data import (
+    CheckResult, DataFile, apply_repeat_policy, check_data, check_eval_items, check_leakage, check_training_prompts,
+    load_eval_file, load_trace_file,
+)
 from lib.evidence import write_json
 from lib.model_source import ModelSource, resolve_model_source
 from lib.modeling import load_tokenizer
@@ -50,7 +54,10 @@ class Checks:
         self.records: list[dict] = []
 
     def run(self, name: str, check: Callable[..., Any], *inputs: Any) -> Any:
-        """`check(*inputs)` returns a detail line, or (value, detail line); the value is returned."""
+        """`check(*inputs)` returns a detail line, (value, detail line), or a lib.data CheckResult.
+
+        The value is returned; a CheckResult's own status (pass, warn or fail) and line are recorded.
+        """
         missing = sorted({i.reason for i in inputs if isinstance(i, Unavailable)})
         if missing:
             self._add(name, "skip", f"not checked: {'; '.join(missing)}")
@@ -60,6 +67,10 @@ class Checks:
         except Exception as exc:  # each check reports; the phase fails after all have run
             self._add(name, "fail", f"{type(exc).__name__}: {exc}")
             return Unavailable(f"{name} failed")
+        if isinstance(result, CheckResult):
+            detail = result.detail + "".join(f"\n    {problem}" for problem in result.problems)
+            self._add(name, result.status, detail)
+            return result if result.ok else Unavailable(f"{name} failed")
         value, detail = result if isinstance(result, tuple) else (None, result)
         self._add(name, "pass", detail)
         return value
@@ -84,17 +95,21 @@ def run_preflight(cfg: RunConfig, run_dir: Path) -> Prepared:
     checks = Checks()
     device = checks.run("device", check_device, cfg)
     checks.run("CUDA architecture", check_cuda_arch, cfg, device)
-    traces = checks.run("training data", load_data, load_traces, cfg.path("train_file"))
-    eval_items = checks.run("eval data", load_data, load_eval, cfg.path("eval_file"))
-    checks.run("train/eval overlap", check_overlap, traces, eval_items)
-    model = checks.run("model source", resolve_model, cfg, traces, run_dir)
-    loss_tokens = checks.run("record lengths", check_record_lengths, cfg, model, traces)
+    train = checks.run("training data", load_data, load_trace_file, cfg.path("train_file"))
+    eval_set = checks.run("eval data", load_data, load_eval_file, cfg.path("eval_file"))
+    checks.run("training prompts", check_training_prompts, train, cfg.train_repeats)
+    checks.run("eval items", check_eval_items, eval_set)
+    checks.run("train/eval leakage", check_leakage, train, eval_set, cfg.eval_leakage)
+    kept = checks.run("training records", keep_training_records, cfg, run_dir, train, eval_set)
+    # Only the embedded model needs the data (its tokenizer is trained on it); a hub model is checked regardless.
+    model = checks.run("model source", resolve_model, cfg, kept if cfg.uses_embedded_model else None, run_dir)
+    loss_tokens = checks.run("record lengths", check_record_lengths, cfg, model, kept)
     footprint = checks.run("memory", check_memory, cfg, device, model, loss_tokens)
     checks.run("disk space", check_disk, footprint, run_dir)
     checks.run("run folder", check_run_folder, run_dir)
     write_json(run_dir / PREFLIGHT, {"checks": checks.records})
     checks.raise_if_failed()
-    return Prepared(traces=traces, eval_items=eval_items, model_source=model.source)
+    return Prepared(traces=kept.records, eval_items=eval_set.records, model_source=model.source)
 
 
 def check_device(cfg: RunConfig) -> tuple[str, str]:
@@ -138,29 +153,32 @@ def check_cuda_arch(cfg: RunConfig, device: str) -> str:
     return f"{sm} is in the torch build's list ({' '.join(archs)})"
 
 
-def load_data(loader: Callable[[Path], list[dict]], path: Path) -> tuple[list[dict], str]:
-    records = loader(path)
-    return records, f"{len(records)} records from {path.name}"
+def load_data(loader: Callable[[Path], DataFile], path: Path) -> tuple[DataFile, str]:
+    data = loader(path)  # a malformed, empty or non-UTF-8 file raises, naming file and line
+    return data, f"{len(data.records)} records from {path.name} (sha256 {data.sha256[:12]})"
 
 
-def check_overlap(traces: list[dict], eval_items: list[dict]) -> str:
-    problems = check_datasets(traces, eval_items)
-    if problems:
-        raise ValueError("; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""))
-    return "no duplicate prompts, no eval prompt in training"
+def keep_training_records(cfg: RunConfig, run_dir: Path, train: DataFile, eval_set: DataFile) -> tuple[DataFile, str]:
+    """The records training will use under the repeat policy; data_report.json records every finding."""
+    report = check_data(train, eval_set, cfg.train_repeats, cfg.eval_leakage)
+    write_json(run_dir / DATA_REPORT, report.to_dict())
+    kept, dropped = apply_repeat_policy(train, cfg.train_repeats)
+    note = f", {len(dropped)} later repeats dropped (train_repeats: drop)" if dropped else ""
+    return kept, f"{len(kept.records)} of {len(train.records)} records{note}; {report.summary()} ({DATA_REPORT})"
 
 
-def resolve_model(cfg: RunConfig, traces: list[dict], run_dir: Path) -> tuple[ModelSource, str]:
-    model = resolve_model_source(cfg, traces, run_dir)
+def resolve_model(cfg: RunConfig, kept: DataFile | None, run_dir: Path) -> tuple[ModelSource, str]:
+    model = resolve_model_source(cfg, kept.records if kept else [], run_dir)
     if model.provenance_dir is not None:
         append_model_provenance(run_dir, model.provenance_dir)
     return model, model.detail
 
 
-def check_record_lengths(cfg: RunConfig, model: ModelSource, traces: list[dict]) -> tuple[int, str]:
+def check_record_lengths(cfg: RunConfig, model: ModelSource, kept: DataFile) -> tuple[int, str]:
     """Every record, encoded as training will encode it, within max_seq_length: records are never truncated."""
     tokenizer = load_tokenizer(model.source)
-    examples = encode_traces(traces, tokenizer, cfg.max_seq_length)  # raises naming the first record too long
+    # Raises naming the file and line of the first record that is too long.
+    examples = encode_traces(kept.records, tokenizer, cfg.max_seq_length, where=(kept.path.name, kept.lines))
     longest = max(len(e["input_ids"]) for e in examples)
     loss_tokens = max(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples)
     return loss_tokens, (f"longest record {longest} tokens <= max_seq_length {cfg.max_seq_length} "

@@ -48,14 +48,19 @@ def encode_trace(trace: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
     }
 
 
-def encode_traces(traces: list[dict], tokenizer: PreTrainedTokenizerBase, max_seq_length: int) -> list[dict]:
-    """Encode every record; one longer than max_seq_length is an error, never truncated."""
+def encode_traces(traces: list[dict], tokenizer: PreTrainedTokenizerBase, max_seq_length: int,
+                  where: tuple[str, list[int]] | None = None) -> list[dict]:
+    """Encode every record; one longer than max_seq_length is an error, never truncated.
+
+    `where`: the file name and each record's line, so the error names them (else the record's number).
+    """
     examples = []
-    for n, trace in enumerate(traces, start=1):
+    for n, trace in enumerate(traces):
         example = encode_trace(trace, tokenizer)
         if len(example["input_ids"]) > max_seq_length:
+            record = f"{where[0]} line {where[1][n]}" if where else f"training record {n + 1}"
             raise ValueError(
-                f"training record {n} is {len(example['input_ids'])} tokens, over parameter "
+                f"{record} is {len(example['input_ids'])} tokens, over parameter "
                 f"'max_seq_length' ({max_seq_length}); raise it rather than cut the answer off"
             )
         examples.append(example)

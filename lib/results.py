@@ -16,7 +16,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from lib.scoring import score_output
-from lib.stats import paired_comparison
+from lib.stats import paired_comparison, word_verdict
 
 MODELS = ("baseline", "trained")
 ITEM_KEYS = ("id", "prompt", "expected_answer", "section", "category", "difficulty")
@@ -34,8 +34,8 @@ SCORECARD_METRICS = (("accuracy", "correct_strict"), ("accuracy_lenient", "corre
                      ("format_rate", "format_ok"))
 
 
-def build_results(eval_items: list[dict], generations: dict[str, list[dict]], seed: int,
-                  max_new_tokens: int, extra: dict | None = None) -> dict:
+def build_results(eval_items: list[dict], generations: dict[str, list[dict]], max_new_tokens: int,
+                  extra: dict | None = None) -> dict:
     """The whole evaluation_results.json: settings, metrics (and the comparison when both models ran), items.
 
     `generations` maps a model label (one of MODELS) to one generate_greedy record per item.
@@ -47,7 +47,7 @@ def build_results(eval_items: list[dict], generations: dict[str, list[dict]], se
         "models": labels,
         "max_new_tokens": max_new_tokens,
         **(extra or {}),
-        "metrics": compute_metrics(items, labels, seed),
+        "metrics": compute_metrics(items, labels),
         "items": items,
     }
 
@@ -65,11 +65,11 @@ def score_items(eval_items: list[dict], generations: dict[str, list[dict]]) -> l
     return items
 
 
-def compute_metrics(items: list[dict], labels: list[str], seed: int) -> dict:
+def compute_metrics(items: list[dict], labels: list[str]) -> dict:
     """Per model metrics from the scored items, and the paired comparison when both models are there."""
     metrics = {label: model_metrics([item[label] for item in items]) for label in labels}
     if set(labels) == set(MODELS):
-        metrics["comparison"] = compare(items, seed)
+        metrics["comparison"] = compare(items)
     return metrics
 
 
@@ -92,12 +92,10 @@ def model_metrics(scores: list[dict]) -> dict:
     }
 
 
-def compare(items: list[dict], seed: int) -> dict:
+def compare(items: list[dict]) -> dict:
     """Trained vs baseline on the same items: strict and lenient accuracy, format rate (see lib.stats)."""
     return {
-        name: paired_comparison(
-            [item["baseline"][key] for item in items], [item["trained"][key] for item in items], seed,
-        )
+        name: paired_comparison([item["baseline"][key] for item in items], [item["trained"][key] for item in items])
         for name, (key, _) in COMPARED.items()
     }
 
@@ -122,18 +120,6 @@ def describe(c: dict) -> str:
     """'+12.00 points (95% CI +5.00 to +19.00), McNemar p = 0.0012' for one comparison."""
     return (f"{c['difference'] * 100:+.2f} points ({c['confidence']:.0%} CI {c['ci_low'] * 100:+.2f} to "
             f"{c['ci_high'] * 100:+.2f}), McNemar p = {c['mcnemar_p']:.3g}")
-
-
-def verdict(c: dict, what: str) -> str:
-    """One sentence: does the trained model beat the baseline with a CI that excludes zero?"""
-    if c["ci_low"] > 0:
-        return (f"The trained model beats the baseline on {what}: the {c['confidence']:.0%} CI of the "
-                f"difference excludes zero.")
-    if c["ci_high"] < 0:
-        return (f"The trained model is worse than the baseline on {what}: the {c['confidence']:.0%} CI "
-                f"of the difference lies below zero.")
-    return (f"The trained model does not beat the baseline on {what} with confidence: the "
-            f"{c['confidence']:.0%} CI of the difference includes zero.")
 
 
 def scorecard_rows(items: list[dict], by: str, labels: list[str] | None = None) -> list[dict]:
@@ -196,9 +182,9 @@ def _render_comparison(metrics: dict) -> list[str]:
         "## What training changed",
         "",
         "Paired over the same items: the difference is trained minus baseline, in percentage points; "
-        f"the CI is a paired bootstrap ({strict['bootstrap_resamples']:,} resamples of items, seed "
-        f"{strict['bootstrap_seed']}); the p-value is an exact two-sided McNemar test on the items only "
-        "one model got right.",
+        f"the {strict['confidence']:.0%} CI is Newcombe's hybrid score interval for paired proportions "
+        f"({strict['ci_method']}); the p-value is an exact two-sided McNemar test on the items only one model "
+        "got right. The verdict needs both: a CI that excludes zero and p < 0.05.",
         "",
         "| metric | baseline | trained | difference (points) | 95% CI | McNemar p | right only: trained / baseline |",
         "|---|---|---|---|---|---|---|",
@@ -207,7 +193,7 @@ def _render_comparison(metrics: dict) -> list[str]:
         f"Strict accuracy changed by {describe(strict)}; the format rate by "
         f"{(trained['format_rate'] - base['format_rate']) * 100:+.2f} points.",
         "",
-        f"**{verdict(strict, 'strict accuracy')}**",
+        f"**{word_verdict(strict, 'strict accuracy')}**",
         "",
     ]
 

@@ -7,6 +7,7 @@ the text byte for byte, and checks the facts against the files they came from. T
     failed            {name, cause, duration_s} of the first failed phase, or null
     skipped           [{name, cause}] of the phases that did not run
     run_folder, model, device_dtype, hardware, config_sha256, run_time_s
+    data              {files: {train, eval: {path, sha256, records}}, summary} from data_report.json, or null
     repository        {commit, dirty, unchanged, change}
     training          {status, steps_completed, runtime_s, first: {step, loss} | null, last: ...}
     evaluation        evaluation_results.json's `metrics`, or null
@@ -77,6 +78,7 @@ def render_summary(facts: dict) -> str:
         f"- **hardware**: {facts['hardware']}",
         f"- **run time**: {facts['run_time_s']:.1f} s over all phases",
         f"- **config sha256**: {facts['config_sha256']}",
+        f"- **data**: {data_line(facts['data'])}",
         f"- **repository**: commit {repo['commit']}, {'with' if repo['dirty'] else 'no'} uncommitted changes; {verdict}",
         f"- **training**: {training['status']}, {training['steps_completed']} steps, {training['runtime_s']:.1f} s",
     ]
@@ -96,6 +98,19 @@ def render_summary(facts: dict) -> str:
     plots = ", ".join(facts["plots"]) or "none (training logged no step)"
     lines += ["", f"Plots: {plots}. File hashes: {MANIFEST}.", ""]
     return "\n".join(lines)
+
+
+def data_line(data: dict | None) -> str:
+    if data is None:
+        return "not loaded (the run stopped before both data files were read)"
+    files = ", ".join(f"{role} {_file_name(f['path'])} ({f['records']} records, sha256 {f['sha256'][:12]})"
+                      for role, f in data["files"].items())
+    return f"{files}; {data['summary']}"
+
+
+def _file_name(path: str) -> str:
+    """The last part of a path written on any platform: a Windows run's facts render the same on Linux."""
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def render_failure_analysis(facts: dict) -> str:

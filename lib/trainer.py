@@ -31,7 +31,7 @@ from transformers import (
 
 from lib.config import RunConfig
 from lib.contract import CHECKPOINTS, CONFIG, FINAL_MODEL, TRAINING_LOG, TRAINING_METRICS
-from lib.data import load_traces
+from lib.data import load_training_records
 from lib.evidence import read_json, write_json
 from lib.modeling import DTYPES, load_model, load_tokenizer
 from lib.render import IGNORE_INDEX, encode_traces
@@ -235,7 +235,8 @@ def run_training(cfg: RunConfig, run_dir: Path, model_source: str) -> None:
     tokenizer = load_tokenizer(model_source)
     tokenizer.padding_side = "right"
     # The same records pre-flight checked, encoded the same deterministic way.
-    dataset = Dataset.from_list(encode_traces(load_traces(cfg.path("train_file")), tokenizer, cfg.max_seq_length))
+    records = load_training_records(cfg.path("train_file"), cfg.train_repeats)
+    dataset = Dataset.from_list(encode_traces(records, tokenizer, cfg.max_seq_length))
     model = load_model(model_source, cfg, tokenizer)
     num_parameters = sum(p.numel() for p in model.parameters())
     peak = measure_peak_flops(cfg.device, DTYPES[cfg.dtype])  # < 1 s: the denominator of MFU

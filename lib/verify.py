@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from lib.contract import (
-    CONFIG, EVAL_RESULTS, EVAL_SUMMARY, FAILURE_ANALYSIS, MANIFEST, NOTEBOOK, REPORT, STATEMENTS, SUMMARY,
+    CONFIG, DATA_REPORT, EVAL_RESULTS, EVAL_SUMMARY, FAILURE_ANALYSIS, MANIFEST, NOTEBOOK, REPORT, STATEMENTS, SUMMARY,
     SUMMARY_FACTS, TRAINING_METRICS, WEIGHT_DIRS, required,
 )
 from lib.evidence import sha256_file
@@ -213,6 +213,9 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
             say.expect(f"training.{key}", facts["training"][key], point, TRAINING_METRICS)
     results = load_json(run_dir, EVAL_RESULTS, [])  # an unreadable one is reported by check()
     say.expect("evaluation", facts["evaluation"], results.get("metrics") if results else None, EVAL_RESULTS)
+    report = load_json(run_dir, DATA_REPORT, problems)
+    expected = None if report is None else {"files": report.get("files"), "summary": report.get("summary")}
+    say.expect("data", facts["data"], expected, DATA_REPORT)
     config = load_json(run_dir, CONFIG, problems)
     if config is not None:
         say.expect("config_sha256", facts["config_sha256"], config.get("sha256", "n/a"), CONFIG)
@@ -231,8 +234,7 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
 def check_results(run_dir: Path, results: dict, problems: list[str]) -> None:
     """The metrics must be what the items give (a hand-edited metric shows up here), the summary their rendering."""
     items, metrics = results["items"], results["metrics"]
-    strict = metrics.get("comparison", {}).get("strict", {})
-    expected = compute_metrics(items, results["models"], strict.get("bootstrap_seed", 0))
+    expected = compute_metrics(items, results["models"])
     say = Disagreements(EVAL_RESULTS, problems)
     for label in sorted(set(metrics) | set(expected)):
         for key in sorted(set(metrics.get(label, {})) | set(expected.get(label, {}))):

@@ -21,7 +21,6 @@ from lib.data import (
     DataError,
     apply_repeat_policy,
     check_data,
-    check_datasets,
     check_eval_items,
     check_leakage,
     check_training_prompts,
@@ -605,12 +604,3 @@ def test_report_is_json_and_raises_with_every_problem(tmp_path):
     check_data(train, load_eval_file(USER_EVAL)).raise_for_problems()  # passes: nothing raised
 
 
-def test_check_datasets_keeps_pre_flight_on_the_policy():
-    # Record numbers stand in for lines when the caller holds records only.
-    trace, twin = _trace("What is 2 + 2?"), _trace("  what is 2 +  2? ")
-    items = [_item(1, "WHAT IS 2 + 2?"), _item(2, "Other?", id_="eval-001")]
-    assert check_datasets([trace, twin], items) == [
-        "eval items line 2 (id eval-001) repeats the id of line 1",
-        "eval items line 1 (id eval-001) repeats training records line 1: 'WHAT IS 2 + 2?'",
-    ]
-    assert check_datasets([trace, twin], [_item(1, "Other?")]) == []  # a repeated training prompt is no failure

@@ -135,7 +135,7 @@ def test_bad_profile_is_a_usage_error(capsys, tmp_path):
     assert "missing.yaml" in capsys.readouterr().err
     unknown = _profile(tmp_path, max_seq_len=64)
     assert datacheck.main(["check", "--params", str(unknown)]) == 2
-    assert "unknown parameter(s) max_seq_len" in capsys.readouterr().err
+    assert "unknown parameter(s) 'max_seq_len'" in capsys.readouterr().err
 
 
 def test_python_dash_m_lib_data_check_dispatches(tmp_path):
