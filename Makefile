@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The run must leave no stray files in the repository, bytecode caches included.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test bench data check-data gemma demo-gemma clean-venv
+.PHONY: demo test bench data check-data rehearse gemma demo-gemma clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 demo: $(STAMP)  ## run the notebook on the embedded default into a new submission_runs/ folder
 	$(PY) -m lib.execute --params params/embedded.yaml
+
+rehearse: $(STAMP)  ## pre-flight only, into build/rehearsals/, claiming nothing: PROFILE= (default: the official contract)
+	$(PY) -m lib.execute --preflight-only $(if $(PROFILE),--params $(PROFILE))
 
 test: $(STAMP)  ## the whole test suite (units, the notebook through papermill, nbval)
 	$(PY) -m pytest

@@ -171,6 +171,12 @@ def parse_override(text: str) -> tuple[str, object]:
         value = yaml.safe_load(raw) if raw.strip() else raw
     except yaml.YAMLError:
         value = raw  # not a YAML scalar: a string, validated like any other value
+    if isinstance(value, str):  # YAML reads 2e-5, nan and inf as text; on a command line they are numbers
+        for number in (int, float):
+            try:
+                return name, number(value)
+            except ValueError:
+                pass
     return name, value
 
 

@@ -10,20 +10,88 @@ import torch
 
 from lib.config import RunConfig
 from lib.contract import (
-    CONFIG, DATA_REPORT, ENV_SNAPSHOT, EVAL_RESULTS, FAILURE_ANALYSIS, GPU_SNAPSHOT, MANIFEST, SUMMARY, SUMMARY_FACTS,
-    TRAINING_LOG, TRAINING_METRICS, required,
+    CONFIG, DATA_REPORT, ENV_SNAPSHOT, EVAL_RESULTS, FAILURE_ANALYSIS, GPU_SNAPSHOT, MANIFEST, PHASE_ORDER, PHASES,
+    SUMMARY, SUMMARY_FACTS, TRAINING_LOG, TRAINING_METRICS, required,
 )
 from lib.evidence import read_json, write_json, write_manifest, write_text
-from lib.snapshot import write_env_snapshot, write_gpu_snapshot
+from lib.runfolder import read_claim
+from lib.snapshot import describe_repository, write_env_snapshot, write_gpu_snapshot
 from lib.summary import outcome_line, render_failure_analysis, render_summary
 
+GUARD = "repository guard"
 
-def consolidate(run_dir: Path, cfg: RunConfig | None, params: dict, phases: list[dict], repository: dict) -> dict:
+
+def repository_guard(before: dict, run_dir: Path) -> tuple[dict, dict | None]:
+    """The repository state for the facts, and a failed phase record if it changed during the run.
+
+    The run writes only inside its folder: a change anywhere it could write fails the run.
+    """
+    after = describe_repository(run_dir)
+    if (before["status"], before["diff_sha256"]) == (after["status"], after["diff_sha256"]):
+        return {**before, "unchanged": True, "change": ""}, None
+    new_lines = sorted(set(after["status"].splitlines()) - set(before["status"].splitlines()))
+    cause = "the repository changed outside the run folder during the run: " + (
+        ", ".join(new_lines[:5]) or "tracked files were edited (git diff differs)")
+    guard = {"name": GUARD, "status": "failed", "duration_s": 0.0, "cause": cause, "traceback": ""}
+    return {**before, "unchanged": False, "change": cause}, guard
+
+
+def consolidate_from_files(run_dir: Path, cause: str) -> dict:
+    """Consolidate a run whose notebook stopped before M44.3, from config.json and phases.json alone.
+
+    Used by lib.execute when the kernel died or was stopped between phases: the phase that was
+    running failed with `cause`, the phases that never started are skipped, and the evidence is
+    completed exactly as the notebook would have completed it.
+    """
+    # Either file is missing when the notebook stopped before its first cell got that far.
+    config = read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else {"valid": False, "parameters": {}}
+    state = (read_json(run_dir / PHASES) if (run_dir / PHASES).exists()
+             else {"repository_before": describe_repository(run_dir), "phases": []})
+    if not (run_dir / CONFIG).exists():
+        write_json(run_dir / CONFIG, config)
+    cfg = RunConfig.from_parameters(config["parameters"]) if config.get("valid") else None
+    phases = state["phases"]
+    for record in phases:
+        if record["status"] == "running":
+            record.update(status="failed", cause=cause)
+    started = {record["name"] for record in phases}
+    never = [name for name in PHASE_ORDER if name not in started]
+    if never and not any(record["status"] == "failed" for record in phases):
+        # Stopped between phases, or before the first: the next phase is the one that did not happen.
+        phases.append({"name": never.pop(0), "status": "failed", "duration_s": 0.0, "cause": cause, "traceback": ""})
+    phases += [{"name": name, "status": "skipped", "duration_s": 0.0, "cause": f"skipped because the run stopped: {cause}",
+                "traceback": ""} for name in never]
+    repository, guard = repository_guard(state["repository_before"], run_dir)
+    if guard is not None:
+        phases.append(guard)
+    write_json(run_dir / PHASES, {"repository_before": state["repository_before"], "phases": phases})
+    params = config["parameters"] if cfg is None else cfg.to_dict()
+    claim = read_claim(run_dir)
+    return consolidate(run_dir, cfg, params, phases, repository, claim.launcher if claim else "unknown")
+
+
+def record_late_failure(run_dir: Path, phase: str, cause: str, traceback: str) -> dict:
+    """A failure after M44.3 (rendering the report): added as a failed phase, and the evidence consolidated again.
+
+    The facts, the summary, the failure analysis and the manifest are rewritten from the files, so the
+    folder says plainly that the run failed at the end, and why. Returns the new facts.
+    """
+    state, facts, config = read_json(run_dir / PHASES), read_json(run_dir / SUMMARY_FACTS), read_json(run_dir / CONFIG)
+    phases = [*state["phases"], {"name": phase, "status": "failed", "duration_s": 0.0, "cause": cause,
+                                 "traceback": traceback}]
+    write_json(run_dir / PHASES, {**state, "phases": phases})
+    cfg = RunConfig.from_parameters(config["parameters"]) if config.get("valid") else None
+    params = cfg.to_dict() if cfg else config["parameters"]
+    return consolidate(run_dir, cfg, params, phases, facts["repository"], facts["launcher"])
+
+
+def consolidate(run_dir: Path, cfg: RunConfig | None, params: dict, phases: list[dict], repository: dict,
+                launcher: str) -> dict:
     """Fill in what skipped phases could not write, then write the facts, the summaries and the manifest.
 
     `phases` are the run's phase records as dicts (name, status, duration_s, cause, traceback), in order;
-    `repository` is the state recorded at the start plus `unchanged` and `change` from the guard.
-    Returns the facts.
+    `repository` is the state recorded at the start plus `unchanged` and `change` from the guard;
+    `launcher` is who claimed the folder. Returns the facts.
     """
     failed = next((p for p in phases if p["status"] == "failed"), None)
     training = next((p for p in phases if p["name"] == "training"), None)
@@ -41,7 +109,7 @@ def consolidate(run_dir: Path, cfg: RunConfig | None, params: dict, phases: list
             "runtime_s": 0.0,
             "history": [],
         })
-    facts = gather_facts(run_dir, cfg, params, phases, repository)
+    facts = gather_facts(run_dir, cfg, params, phases, repository, launcher)
     write_json(run_dir / SUMMARY_FACTS, facts)
     if failed is not None:
         write_text(run_dir / FAILURE_ANALYSIS, render_failure_analysis(facts))
@@ -56,7 +124,8 @@ def consolidate(run_dir: Path, cfg: RunConfig | None, params: dict, phases: list
     return facts
 
 
-def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: list[dict], repository: dict) -> dict:
+def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: list[dict], repository: dict,
+                 launcher: str) -> dict:
     """Everything the summary states, read once from the run's state and its evidence files."""
     failed = next((p for p in phases if p["status"] == "failed"), None)
     metrics = read_json(run_dir / TRAINING_METRICS)
@@ -68,6 +137,7 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
         "failed": None if failed is None else {k: failed[k] for k in ("name", "cause", "duration_s")},
         "skipped": [{"name": p["name"], "cause": p["cause"]} for p in phases if p["status"] == "skipped"],
         "run_folder": run_dir.name,
+        "launcher": launcher,
         "model": cfg.model_name if cfg else f"{params.get('model_name')!r} (parameters invalid)",
         "device_dtype": f"{cfg.device} / {cfg.dtype}" if cfg else "unknown",
         "hardware": _hardware(),

@@ -6,8 +6,13 @@ reads them and the report that shows them all take the names from here, spelled 
 
 from __future__ import annotations
 
-# Written at the start, by Run.start.
+# Written at the start: the launcher's claim on the folder, the parameters, and each phase as it starts and ends.
+CLAIM = "claim.json"
 CONFIG = "config.json"
+PHASES = "phases.json"  # the phase records so far and the repository state at the start: a run stopped
+                        # before consolidation can still be consolidated (by lib.execute) or explained (lib.verify)
+PHASE_ORDER = ("parameters", "preflight", "training", "evaluation")  # the notebook's phases, in order
+STOP_REQUEST = "stop_request.json"  # written by lib.execute when a signal stops it: which one, and when
 # M44.0 pre-flight.
 ENV_SNAPSHOT = "env_snapshot.txt"
 GPU_SNAPSHOT = "gpu_snapshot.txt"

@@ -49,8 +49,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(run_dir: Path) -> Path:
-    """List every file of the run folder with its size and sha256 (the manifest itself excluded)."""
+def write_manifest(run_dir: Path, final: bool = False) -> Path:
+    """List every file of the run folder with its size and sha256 (the manifest itself excluded).
+
+    `final`: lib.execute's last manifest, written after run.ipynb and run.html: every file is then
+    checked, the executed notebook included (see lib/verify.py).
+    """
     files = [
         {
             "path": p.relative_to(run_dir).as_posix(),
@@ -60,4 +64,4 @@ def write_manifest(run_dir: Path) -> Path:
         for p in sorted(run_dir.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     ]
-    return write_json(run_dir / MANIFEST, {"algorithm": "sha256", "files": files})
+    return write_json(run_dir / MANIFEST, {"algorithm": "sha256", "final": final, "files": files})

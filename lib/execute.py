@@ -1,57 +1,61 @@
 """The main command: execute the notebook into a new run folder, then render its HTML report.
 
-    python -m lib.execute --params params/embedded.yaml     # a new demo-<time> folder each run
     python -m lib.execute                                   # the official contract, submission_runs/m44_v1
+    python -m lib.execute --params params/embedded.yaml     # a profile: a new <profile>-<time> folder each call
+    python -m lib.execute -p model_name=D:/models/gemma-2b -p max_steps=300     # any parameter, validated
+    python -m lib.execute --preflight-only                  # rehearse: pre-flight only, nothing claimed
 
-It is papermill's and nbconvert's own Python APIs, chained so one command leaves the whole
-evidence folder; the papermill CLI command in the README does the same in two steps.
+It chains papermill's and nbconvert's own Python APIs so that one command leaves the whole evidence
+folder; the papermill CLI command in the README does the same in two steps. Beyond those two, it:
+validates every parameter before anything is written; claims the run folder atomically; forwards
+Ctrl-C/SIGTERM to the kernel as Jupyter's "interrupt kernel", so the run documents itself; consolidates
+from the folder's files if the notebook never got there (the kernel died, or was stopped between
+phases); documents a failure to write the report as the run's failure; hashes run.ipynb and run.html
+into the final manifest; verifies the folder; and makes it read-only.
+
+Exit status: 0 completed; 1 the run failed (documented) or does not verify; 2 refused before anything
+was written (a bad parameter, a used or misplaced folder); 128 + the signal's number when stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
+import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
-import papermill
-from nbconvert import HTMLExporter
-
-from lib.config import REPO_ROOT, load_config, read_profile
-from lib.evidence import write_manifest, write_text
-from lib.run import refuse_used_folder
+from lib import runfolder
+from lib.config import REPO_ROOT, load_config, parse_override, read_profile, resolve_path
+from lib.contract import CONFIG, FAILURE_ANALYSIS, NOTEBOOK as NOTEBOOK_NAME, STOP_REQUEST, SUMMARY, SUMMARY_FACTS
+from lib.evidence import write_json, write_manifest, write_text
 from lib.verify import verify
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "m44.ipynb"
-RUNS = REPO_ROOT / "submission_runs"
+RUNS = runfolder.RUNS
+REHEARSALS = REPO_ROOT / "build" / "rehearsals"  # ignored by git: a rehearsal claims nothing
+REPORT_TEMPLATE = Path(__file__).parent / "report_template"
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGBREAK")  # SIGBREAK: Ctrl-Break in a Windows console
 
 
-def load_params(path: Path | None) -> dict:
-    """A params/ YAML file as a dict; a missing, malformed or unknown-keyed file stops here, named."""
-    if path is None:
-        return {}
-    try:
-        return read_profile(path)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
-
-
-def new_run_dir(profile: str) -> Path:
-    """submission_runs/<profile>-<UTC time>, never an existing folder."""
+def new_run_dir(profile: str, root: Path = RUNS) -> Path:
+    """<root>/<profile>-<UTC time>, never an existing folder."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    candidate, n = RUNS / f"{profile}-{stamp}", 1
+    candidate, n = root / f"{profile}-{stamp}", 1
     while candidate.exists():
         n += 1
-        candidate = RUNS / f"{profile}-{stamp}-{n}"
+        candidate = root / f"{profile}-{stamp}-{n}"
     return candidate
-
-
-REPORT_TEMPLATE = Path(__file__).parent / "report_template"
 
 
 def render_html(notebook: Path) -> Path:
     """The report: the executed notebook with its code hidden, in one file that opens offline."""
+    from nbconvert import HTMLExporter
+
     exporter = HTMLExporter(
         extra_template_basedirs=[str(REPORT_TEMPLATE)], template_name="m44",
         exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
@@ -60,52 +64,218 @@ def render_html(notebook: Path) -> Path:
     return write_text(notebook.with_suffix(".html"), body)
 
 
+class Stop:
+    """Ctrl-C, SIGTERM (and Ctrl-Break on Windows) to the launcher: interrupt the kernel, as Jupyter does.
+
+    The kernel gets a KeyboardInterrupt in the running cell (jupyter_client signals the kernel's process
+    group on POSIX, so the training worker gets it too; on Windows it sets the kernel's interrupt event);
+    the phase guard records it and the notebook goes on to document the run. Installed before the run
+    folder is claimed, so no signal can fall between the claim and the run: one that comes before the
+    kernel is up stops the launch, and the run documents that it never started. Every further signal
+    is forwarded again. The first is written to stop_request.json, so the evidence names it.
+    """
+
+    def __init__(self) -> None:
+        self.run_dir: Path | None = None  # set once the folder is claimed: only then is it ours to write
+        self.km = None  # the kernel manager, once papermill's client has created it
+        self.received: signal.Signals | None = None
+        self.starting = False  # papermill is starting the kernel: a signal now aborts it
+        self.finishing = False  # the notebook is done; the launcher completes and seals the evidence
+
+    def __enter__(self) -> Stop:
+        self.previous = {}
+        for name in STOP_SIGNALS:
+            if hasattr(signal, name):
+                self.previous[name] = signal.signal(getattr(signal, name), self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, handler in self.previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+    def claimed(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        if self.received:
+            self._write_request()
+
+    def manager_class(self) -> type:
+        """jupyter_client's kernel manager, handing itself to this Stop when nbclient creates it (nbclient owns it)."""
+        from jupyter_client.manager import KernelManager
+
+        stop = self
+
+        class Manager(KernelManager):
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+                stop.km = self
+
+        return Manager
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.finishing:
+            print(f"\nlib.execute: {name} received: completing the evidence first", flush=True)
+            return
+        if self.received is None:
+            self.received = signal.Signals(signum)
+            if self.run_dir is not None:
+                self._write_request()
+        print(f"\nlib.execute: {name} received: interrupting the run, which documents itself and stops", flush=True)
+        if self.km is not None and self.km.has_kernel:
+            self.km.interrupt_kernel()
+        elif self.starting:  # the kernel is not up yet: stop papermill itself; execute() documents the rest
+            raise KeyboardInterrupt(name)
+
+    def _write_request(self) -> None:
+        write_json(self.run_dir / STOP_REQUEST, {
+            "signal": self.received.name, "to": "lib.execute", "pid": os.getpid(),
+            "received_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, help="a params/ YAML file (default: the notebook's official defaults)")
-    parser.add_argument("--run-dir", type=Path, help="the NEW run folder (default: from the params file, else "
-                        "submission_runs/<params name>-<time>)")
+    parser.add_argument("--params", type=Path, help="a params/ YAML file (default: the official contract)")
+    parser.add_argument("-p", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                        help="set one parameter (repeatable), e.g. -p max_steps=300; validated like the others")
+    parser.add_argument("--run-dir", type=Path, help="the NEW run folder (default: run_dir from the parameters, "
+                        "else submission_runs/<params name>-<time>)")
+    parser.add_argument("--preflight-only", action="store_true",
+                        help="rehearse: run M44.0 into a scratch folder under build/rehearsals/, claim nothing")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 
-    params = load_params(args.params)
-    run_dir = args.run_dir or (Path(params["run_dir"]) if "run_dir" in params else None)
-    if run_dir is None:
-        run_dir = new_run_dir(args.params.stem) if args.params else Path("submission_runs/m44_v1")
-    run_dir = run_dir if run_dir.is_absolute() else REPO_ROOT / run_dir
     try:  # every parameter validated before anything is written: a typo never spends the folder
-        load_config(args.params, {"run_dir": str(run_dir)})
+        profile = read_profile(args.params) if args.params else {}
+        overrides = dict(parse_override(text) for text in args.overrides)
+        if args.run_dir:
+            overrides["run_dir"] = str(args.run_dir)
+        elif "run_dir" not in {**profile, **overrides} and args.params:
+            overrides["run_dir"] = str(new_run_dir(args.params.stem))
+        cfg = load_config(args.params, overrides)
     except ValueError as exc:
-        raise SystemExit(f"parameters: {exc}") from None
-    try:
-        refuse_used_folder(run_dir)  # before papermill overwrites anything in it
-    except FileExistsError as exc:
-        raise SystemExit(str(exc)) from None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    params["run_dir"] = str(run_dir)
+        print(f"lib.execute: parameters: {exc}", file=sys.stderr)
+        return 2
+    run_dir = resolve_path(cfg.run_dir)
+    if args.preflight_only:
+        return rehearse(cfg, run_dir, args.params)
 
-    output = run_dir / "run.ipynb"
-    failed = None
+    with Stop() as stop:
+        try:
+            claim = runfolder.claim(run_dir, "lib.execute")  # before papermill writes anything in it
+        except (ValueError, OSError) as exc:  # FileExistsError included: used, or claimed by a racing launcher
+            print(f"lib.execute: {exc}", file=sys.stderr)
+            return 2
+        stop.claimed(run_dir)
+        os.environ[runfolder.TOKEN_ENV] = claim.token  # the kernel inherits it: the claim is the notebook's own
+        return execute(run_dir, {**profile, **overrides, "run_dir": str(run_dir)}, stop)
+
+
+def execute(run_dir: Path, params: dict, stop: Stop) -> int:
+    """Run the notebook into the claimed `run_dir`, complete and seal the evidence; return the exit status."""
+    output = run_dir / NOTEBOOK_NAME
+    failed = run_notebook(output, params, stop)
+    stop.finishing = True  # from here on a signal is answered, not obeyed: the evidence is being completed
+    if not (run_dir / SUMMARY_FACTS).exists():  # the notebook never reached M44.3: consolidate from the files
+        from lib import consolidation
+
+        why = f"lib.execute received {stop.received.name}" if stop.received else f"the notebook stopped: {failed}"
+        print(f"lib.execute: consolidating from the run folder ({why})", flush=True)
+        consolidation.consolidate_from_files(run_dir, f"stopped: {why}")
+        failed = failed or why
+    report = None
     try:
-        papermill.execute_notebook(
-            str(NOTEBOOK), str(output), parameters=params, cwd=str(REPO_ROOT),
-            log_output=True, progress_bar=False,  # cell output streams to this terminal live
-        )
-    except papermill.PapermillExecutionError as exc:
-        failed = exc  # the notebook has documented the failure; the report is still rendered
-    report = render_html(output)
-    write_manifest(run_dir)  # again, now that run.ipynb and run.html are final
-    problems = verify(run_dir)  # the folder as it will be committed: every hash, file and number
+        if not output.exists():
+            raise FileNotFoundError(f"no executed notebook to render: the run stopped before papermill wrote "
+                                    f"{NOTEBOOK_NAME}")
+        report = render_html(output)
+    except Exception as exc:  # the report is evidence too: not writing it fails the run, documented
+        failed = document_late_failure(run_dir, "report", exc) or failed
+    if not seal_evidence(run_dir):
+        return 1
+    print(f"\nReport: {report or 'NOT WRITTEN (see ' + FAILURE_ANALYSIS + ')'}")
+    problems = verify(run_dir)  # the folder as it will be committed: every hash, file and fact
     for problem in problems:
         print(f"VERIFY FAILED: {problem}")
-    print(f"\nReport: {report}")
+    if stop.received:
+        print(f"The run was stopped by {stop.received.name}; see {run_dir / FAILURE_ANALYSIS}")
+        return 128 + stop.received.value
     if failed is not None:
-        print(f"The run FAILED ({failed.ename}: {failed.evalue}); see {run_dir / 'failure_analysis.md'}")
+        print(f"The run FAILED ({failed}); see {run_dir / FAILURE_ANALYSIS}")
         return 1
     if problems:
         print(f"The run folder does not verify ({len(problems)} problems); see above")
         return 1
-    print(f"The run completed; summary: {run_dir / 'm44_summary.md'}")
+    print(f"The run completed; summary: {run_dir / SUMMARY}")
+    return 0
+
+
+def run_notebook(output: Path, params: dict, stop: Stop) -> str | None:
+    """papermill into `output`; None when the notebook ran to its end, else why it did not."""
+    if stop.received:
+        return "stopped before the notebook started"
+    try:
+        import papermill  # here, under Stop: a refused launch never pays for it, a stopped one is documented
+
+        stop.starting = True
+        papermill.execute_notebook(
+            str(NOTEBOOK), str(output), parameters=params, cwd=str(REPO_ROOT),
+            kernel_manager_class=stop.manager_class(),
+            log_output=True, progress_bar=False,  # cell output streams to this terminal live
+        )
+    except KeyboardInterrupt:  # stopped before the kernel was up: nothing ran, and that is documented too
+        return "stopped before the notebook started"
+    except Exception as exc:
+        if hasattr(exc, "ename"):  # papermill's PapermillExecutionError: the notebook documented the failure
+            return f"{exc.ename}: {exc.evalue}"
+        traceback.print_exc()  # the kernel died, or papermill could not save run.ipynb (a full disk)
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    finally:
+        stop.starting = False
+    return None
+
+
+def document_late_failure(run_dir: Path, phase: str, exc: BaseException) -> str | None:
+    """Record a failure after consolidation (writing the report) as the run's failure; its cause, or None."""
+    from lib import consolidation
+
+    cause = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    print(f"FAILED {phase}: {cause}", flush=True)
+    try:
+        consolidation.record_late_failure(run_dir, phase, cause, "".join(traceback.format_exception(exc)))
+    except Exception as again:  # the disk cannot take even that: say so plainly
+        print(f"EVIDENCE INCOMPLETE: {phase} failed ({cause}) and documenting it failed too "
+              f"({type(again).__name__}: {again}); {run_dir} does not verify", flush=True)
+        return None
+    return cause
+
+
+def seal_evidence(run_dir: Path) -> bool:
+    """The final manifest (run.ipynb and run.html hashed too), then the folder made read-only."""
+    try:
+        write_manifest(run_dir, final=True)
+    except OSError as exc:
+        print(f"EVIDENCE INCOMPLETE: the final manifest could not be written ({exc}); {run_dir} does not verify",
+              flush=True)
+        return False
+    runfolder.seal(run_dir)
+    return True
+
+
+def rehearse(cfg, run_dir: Path, params: Path | None) -> int:
+    """Pre-flight with these parameters into a scratch folder; the run's own folder is looked at, never touched."""
+    from lib.preflight import run_preflight  # torch and transformers: only when rehearsing
+
+    scratch = new_run_dir((params.stem if params else "official") + "-rehearsal", REHEARSALS)
+    scratch.mkdir(parents=True)
+    rehearsal_cfg = dataclasses.replace(cfg, run_dir=str(scratch))
+    write_json(scratch / CONFIG, {"valid": True, "sha256": rehearsal_cfg.sha256(), "parameters": rehearsal_cfg.to_dict()})
+    print(f"Rehearsal of the run into {run_dir} (pre-flight only; scratch folder {scratch})", flush=True)
+    try:
+        run_preflight(rehearsal_cfg, scratch, rehearsal_for=run_dir)
+    except RuntimeError as exc:
+        print(f"\nREHEARSAL FAILED: {exc}\nNothing was claimed; fix the [FAIL] lines and rehearse again.")
+        return 1
+    print(f"\nREHEARSAL PASSED: every pre-flight check passes; {run_dir} is free for the run.")
     return 0
 
 

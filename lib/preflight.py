@@ -9,7 +9,11 @@ the root causes, the skips their consequences. The phase fails after all checks 
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,10 +29,13 @@ from lib.data import (
 )
 from lib.evidence import write_json
 from lib.model_source import ModelSource, resolve_model_source
-from lib.modeling import load_tokenizer
-from lib.render import IGNORE_INDEX, encode_traces
+from lib.modeling import load_model, load_tokenizer
+from lib.render import IGNORE_INDEX, encode_prompt, encode_traces
 from lib.resources import GIB, Footprint, estimate_training_memory
-from lib.snapshot import append_model_provenance, write_env_snapshot, write_gpu_snapshot
+from lib.runfolder import check_location, refuse_used_folder
+from lib.snapshot import append_model_provenance, nvidia_gpus, write_env_snapshot, write_gpu_snapshot
+
+CUDA_INDEX = "https://download.pytorch.org/whl/cu128"  # the first CUDA build with sm_120 (RTX 5090) kernels
 
 
 @dataclass(frozen=True)
@@ -87,8 +94,13 @@ class Checks:
                                + (f" ({skipped} dependent checks not run)" if skipped else ""))
 
 
-def run_preflight(cfg: RunConfig, run_dir: Path) -> Prepared:
-    """Write the snapshots, run every check, record the table, and raise if any check failed."""
+def run_preflight(cfg: RunConfig, run_dir: Path, rehearsal_for: Path | None = None) -> Prepared:
+    """Write the snapshots, run every check, record the table, and raise if any check failed.
+
+    `rehearsal_for`: the run folder a rehearsal prepares (lib.execute --preflight-only). The checks then
+    run in the scratch `run_dir`, the "run folder" check looks at that folder without touching it, and a
+    tiny training step on the device shows what only a real start would otherwise reveal.
+    """
     write_env_snapshot(run_dir)
     write_gpu_snapshot(run_dir)
 
@@ -105,21 +117,41 @@ def run_preflight(cfg: RunConfig, run_dir: Path) -> Prepared:
     model = checks.run("model source", resolve_model, cfg, kept if cfg.uses_embedded_model else None, run_dir)
     loss_tokens = checks.run("record lengths", check_record_lengths, cfg, model, kept)
     footprint = checks.run("memory", check_memory, cfg, device, model, loss_tokens)
-    checks.run("disk space", check_disk, footprint, run_dir)
-    checks.run("run folder", check_run_folder, run_dir)
+    checks.run("disk space", check_disk, footprint, rehearsal_for or run_dir)
+    if rehearsal_for is None:
+        checks.run("run folder", check_run_folder, run_dir)
+    else:
+        checks.run("run folder", check_target_folder, rehearsal_for)
+        checks.run("tiny training step", check_tiny_step, cfg, device, model)
     write_json(run_dir / PREFLIGHT, {"checks": checks.records})
     checks.raise_if_failed()
     return Prepared(traces=kept.records, eval_items=eval_set.records, model_source=model.source)
+
+
+def install_command() -> str:
+    """The command that replaces this torch by the same version's CUDA 12.8 build, for Linux and for Windows."""
+    pip = f"pip install --force-reinstall torch=={torch.__version__.split('+')[0]} --index-url {CUDA_INDEX}"
+    return f"Linux: .venv/bin/python -m {pip} ; Windows: .venv\\Scripts\\python -m {pip}"
 
 
 def check_device(cfg: RunConfig) -> tuple[str, str]:
     if cfg.device == "cpu":
         return "cpu", "CPU run (device: cpu)"
     if not torch.cuda.is_available():
-        # Never fall back to the CPU: the official run is defined on the GPU.
+        # Never fall back to the CPU: the official run is defined on the GPU. Say why there is none.
+        gpus = nvidia_gpus()
+        if torch.version.cuda is None and gpus:
+            raise RuntimeError(
+                f"this torch ({torch.__version__}) is a CPU build, and this machine has an NVIDIA GPU ({gpus[0]}): "
+                f"install the CUDA build: {install_command()}")
+        if gpus:
+            raise RuntimeError(
+                f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no CUDA device although nvidia-smi "
+                f"lists {gpus[0]}: the driver may be older than CUDA {torch.version.cuda} needs (nvidia-smi shows "
+                "the CUDA version it supports), or CUDA_VISIBLE_DEVICES hides the GPU")
         raise RuntimeError("no CUDA device found, and device is 'cuda'; there is no CPU fallback")
     name = torch.cuda.get_device_name(0)
-    return name, name
+    return name, f"{name} (torch {torch.__version__}, CUDA {torch.version.cuda})"
 
 
 def cuda_arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
@@ -148,7 +180,7 @@ def check_cuda_arch(cfg: RunConfig, device: str) -> str:
         raise RuntimeError(
             f"the device is {sm}, which this torch build ({torch.__version__}, CUDA {torch.version.cuda}) "
             f"has no kernels for (built for {' '.join(archs)}); install a build that lists it "
-            "(the RTX 5090 needs a cu128 or newer wheel: see README)"
+            f"(the RTX 5090 needs a cu128 or newer wheel): {install_command()}"
         )
     return f"{sm} is in the torch build's list ({' '.join(archs)})"
 
@@ -211,7 +243,7 @@ def format_size(n: int | float) -> str:
 
 def check_disk(footprint: Footprint, run_dir: Path) -> str:
     needed = int(footprint.checkpoint * 1.1)  # safetensors headers, tokenizer, config
-    free = shutil.disk_usage(run_dir).free
+    free = shutil.disk_usage(next(p for p in (run_dir, *run_dir.parents) if p.exists())).free  # a rehearsal's target may not exist yet
     if needed > free:
         raise RuntimeError(f"the checkpoint needs about {format_size(needed)}, only {format_size(free)} free "
                            f"on the drive of {run_dir}: free space or choose a run_dir on another drive")
@@ -221,3 +253,31 @@ def check_disk(footprint: Footprint, run_dir: Path) -> str:
 def check_run_folder(run_dir: Path) -> str:
     # Run.start refused a used folder already; this line puts the fact in the table.
     return f"{run_dir.name}/ held no earlier run"
+
+
+def check_target_folder(run_dir: Path) -> str:
+    """The folder a rehearsal prepares: allowed, unused, and its parent writable; nothing is created or claimed."""
+    check_location(run_dir)
+    refuse_used_folder(run_dir)
+    parent = next(p for p in run_dir.parents if p.exists())
+    with tempfile.TemporaryFile(dir=parent):  # write access where the run creates its folder; the folder itself
+        pass                                  # is never written: an existing one is asked, not probed
+    if run_dir.exists() and not os.access(run_dir, os.W_OK):
+        raise PermissionError(f"{run_dir} exists but is not writable: the run could not write its evidence there")
+    state = "exists, empty" if run_dir.exists() else "does not exist yet"
+    return f"{run_dir} {state}: free for the run, and {parent} is writable (nothing was created or claimed)"
+
+
+def check_tiny_step(cfg: RunConfig, device: str, model: ModelSource) -> str:
+    """One forward and backward pass of the resolved model on the device, in the run's dtype, on a few tokens."""
+    t0 = time.perf_counter()
+    tokenizer = load_tokenizer(model.source)
+    network = load_model(model.source, cfg, tokenizer)
+    ids = torch.tensor([encode_prompt("What is 2 + 2?", tokenizer)], device=cfg.device)
+    loss = network(input_ids=ids, labels=ids, use_cache=False).loss
+    loss.backward()
+    if not torch.isfinite(loss):
+        raise RuntimeError(f"the loss of a tiny step is {loss.item()} on {cfg.device} in {cfg.dtype}")
+    del network
+    return (f"forward and backward on {ids.shape[1]} tokens, {cfg.device} {cfg.dtype}: loss {loss.item():.3f} "
+            f"({time.perf_counter() - t0:.1f} s with loading; python {sys.version.split()[0]})")

@@ -1,24 +1,26 @@
-"""The run's state: its folder, its config, and the outcome of every phase."""
+"""The run's state: its folder, its config, and the outcome of every phase.
+
+Every phase record is also written to phases.json as the phase starts and ends, so a run whose
+notebook never reaches consolidation (the kernel died, the launcher was stopped between cells) can
+still be consolidated by lib.execute, or explained by lib.verify.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lib import consolidation
+from lib import consolidation, runfolder
 from lib.config import RunConfig, collect_parameters, resolve_path
-from lib.contract import CONFIG, NOTEBOOK
-from lib.evidence import write_json
+from lib.contract import CONFIG, PHASES, STOP_REQUEST
+from lib.evidence import read_json, write_json
 from lib.snapshot import describe_repository
 from lib.verify import verify
-
-# papermill writes the executed notebook into the run folder before the first cell runs, and
-# the official folder is committed empty (papermill needs it to exist): neither makes it used.
-_NOT_A_RUN = {NOTEBOOK, ".gitkeep"}
 
 
 @dataclass
@@ -26,7 +28,7 @@ class PhaseRecord:
     """What happened in one phase; the evidence files are written from these."""
 
     name: str
-    status: str  # "completed" | "failed" | "skipped"
+    status: str  # "running" while it runs, then "completed" | "failed" | "skipped"
     duration_s: float = 0.0
     cause: str = ""  # one line: why it failed or was skipped
     traceback: str = ""
@@ -39,17 +41,18 @@ class Run:
     dir: Path
     cfg: RunConfig | None
     params: dict
+    launcher: str  # who claimed the folder: "lib.execute", "papermill" or "interactive"
     phases: dict[str, PhaseRecord] = field(default_factory=dict)
     repository_before: dict = field(default_factory=dict)
     outcome: dict | None = None  # the facts, set by consolidate()
 
     @classmethod
-    def start(cls, namespace: dict) -> Run:
-        """Validate the notebook's parameters and open a new run folder.
+    def start(cls, namespace: dict, launcher: str = "papermill") -> Run:
+        """Validate the notebook's parameters, claim a new run folder, and record the start.
 
-        An invalid parameter does not raise here: it is recorded as a failed "parameters"
-        phase so that the run still documents itself. A folder that already holds a run
-        raises at once and is left untouched (no retries, no overwrites).
+        An invalid parameter does not raise here: it is recorded as a failed "parameters" phase so
+        that the run still documents itself. A folder that already holds a run, or that another
+        launcher claims, raises at once and is left untouched (no retries, no overwrites).
         """
         params = collect_parameters(namespace)
         run_dir = params.get("run_dir")
@@ -57,10 +60,12 @@ class Run:
             # Without a folder there is nowhere to document anything: stop before writing.
             raise ValueError(f"parameter 'run_dir' must be a folder path (a string), got {run_dir!r}")
         run_dir = resolve_path(run_dir)
-        refuse_used_folder(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        claimed = runfolder.read_claim(run_dir) if runfolder.owns(run_dir, os.environ.get(runfolder.TOKEN_ENV)) else None
+        if claimed is None:  # the raw papermill command (or a notebook run by hand) claims the folder here
+            claimed = runfolder.claim(run_dir, launcher)
 
-        run = cls(dir=run_dir, cfg=None, params=params, repository_before=describe_repository(run_dir))
+        run = cls(dir=run_dir, cfg=None, params=params, launcher=claimed.launcher,
+                  repository_before=describe_repository(run_dir))
         t0 = time.perf_counter()
         try:
             run.cfg = RunConfig.from_parameters(params)
@@ -84,9 +89,12 @@ class Run:
         if needed is None or needed.status != "completed":
             why = f"skipped because {needs} {needed.status if needed else 'did not run'}"
             self.phases[name] = PhaseRecord(name, "skipped", cause=why)
+            self._save()
             print(f"SKIPPED {name}: {why}")
             return None
         print(f"=== {name} ===", flush=True)
+        self.phases[name] = PhaseRecord(name, "running")
+        self._save()
         t0 = time.perf_counter()
         try:
             result = fn(self.cfg, self.dir, *inputs)
@@ -104,13 +112,17 @@ class Run:
         return next((p for p in self.phases.values() if p.status == "failed"), None)
 
     def consolidate(self) -> dict:
-        """M44.3: check the repository, write the summary (and failure analysis), hash everything.
+        """M44.3: check the repository, write the facts, the summaries (and failure analysis), hash everything.
 
         Never raises for a failed run: the evidence is completed first, `finish` raises after.
         """
-        repository = {**self.repository_before, **self._check_repository_unchanged()}
+        repository, guard = consolidation.repository_guard(self.repository_before, self.dir)
+        if guard is not None:
+            self.phases[guard["name"]] = PhaseRecord(**guard)
+            print(f"FAILED repository guard: {guard['cause']}")
+        self._save()
         phases = [dataclasses.asdict(p) for p in self.phases.values()]
-        self.outcome = consolidation.consolidate(self.dir, self.cfg, self.params, phases, repository)
+        self.outcome = consolidation.consolidate(self.dir, self.cfg, self.params, phases, repository, self.launcher)
         return self.outcome
 
     def finish(self) -> None:
@@ -122,7 +134,7 @@ class Run:
         """
         if self.outcome is None:
             self.consolidate()
-        problems = verify(self.dir)
+        problems = verify(self.dir, report_pending=True)  # run.html comes after the notebook
         for problem in problems:
             print(f"VERIFY FAILED: {problem}")
         print(f"verification of the run folder: {'OK' if not problems else f'{len(problems)} problems'}")
@@ -135,38 +147,28 @@ class Run:
         if problems:
             raise RuntimeError(f"M44 run folder {self.dir} failed verification: {problems[0]}")
 
-    def _check_repository_unchanged(self) -> dict:
-        """The run writes only inside its folder: a changed repository fails the run."""
-        before, after = self.repository_before, describe_repository(self.dir)
-        if (before["status"], before["diff_sha256"]) == (after["status"], after["diff_sha256"]):
-            return {"unchanged": True, "change": ""}
-        new_lines = sorted(set(after["status"].splitlines()) - set(before["status"].splitlines()))
-        cause = "the repository changed outside the run folder during the run: " + (
-            ", ".join(new_lines[:5]) or "tracked files were edited (git diff differs)")
-        self.phases["repository guard"] = PhaseRecord("repository guard", "failed", cause=cause)
-        print(f"FAILED repository guard: {cause}")
-        return {"unchanged": False, "change": cause}
-
     def _record(self, name: str, status: str, t0: float, exc: BaseException | None = None) -> None:
         record = PhaseRecord(name, status, duration_s=round(time.perf_counter() - t0, 3))
         if exc is not None:
-            record.cause = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            record.cause = self._interruption() if isinstance(exc, KeyboardInterrupt) else (
+                f"{type(exc).__name__}: {exc}".splitlines()[0])
             record.traceback = "".join(traceback.format_exception(exc))
         self.phases[name] = record
+        self._save()
 
+    def _interruption(self) -> str:
+        """The cause of a KeyboardInterrupt: the signal lib.execute received, or an interrupt of the kernel itself."""
+        request = self.dir / STOP_REQUEST
+        if request.exists():
+            stop = read_json(request)
+            return f"stopped by {stop['signal']} sent to {stop['to']} (pid {stop['pid']}, {stop['received_utc']})"
+        return "interrupted: KeyboardInterrupt (Ctrl-C, or the kernel interrupted from Jupyter)"
 
-def refuse_used_folder(run_dir: Path) -> None:
-    """Raise FileExistsError if `run_dir` already holds (part of) a run."""
-    if not run_dir.exists():
-        return
-    if not run_dir.is_dir():
-        raise FileExistsError(f"run_dir {run_dir} exists and is not a folder")
-    leftovers = sorted(p.name for p in run_dir.iterdir() if p.name not in _NOT_A_RUN)
-    if leftovers:
-        raise FileExistsError(
-            f"run_dir {run_dir} already holds a run ({', '.join(leftovers[:5])}); "
-            "runs are never repeated into the same folder: choose a new run_dir"
-        )
+    def _save(self) -> None:
+        write_json(self.dir / PHASES, {
+            "repository_before": self.repository_before,
+            "phases": [dataclasses.asdict(p) for p in self.phases.values()],
+        })
 
 
 def _resolved_config(run: Run) -> dict:

@@ -38,23 +38,38 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
     return done.stdout.rstrip("\n") if done.returncode == 0 else None
 
 
-def describe_repository(run_dir: Path | None = None) -> dict:
-    """Commit and working-tree state of the repository, the run folder left out.
+# Untracked or ignored paths here are other runs' folders, scratch notebooks and test artifacts: never
+# written by this run (it writes only inside its own folder), so another run working beside it is no change.
+SCRATCH = ("submission_runs/", "build/")
 
-    `status` lists changed, untracked and ignored paths (so a stray bytecode cache shows), and
-    `diff_sha256` hashes the diff of tracked files: equal states before and after a run mean
-    the run changed nothing outside its folder.
+
+def describe_repository(run_dir: Path | None = None) -> dict:
+    """Commit and working-tree state of the repository: what a run could change, and nothing else.
+
+    `status` lists changed, untracked and ignored paths (so a stray bytecode cache shows), leaving out
+    the run folder and the untracked or ignored contents of SCRATCH (other runs, scratch notebooks); a
+    tracked file changed anywhere, those folders included, still shows. `diff_sha256` hashes the diff of
+    tracked files: equal states before and after a run mean the run changed nothing outside its folder.
     """
     sha = _run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT)
     status = _run(["git", "status", "--porcelain", "--ignored"], cwd=REPO_ROOT)
     diff = _run(["git", "diff", "HEAD", "--binary"], cwd=REPO_ROOT)
-    lines = [line for line in (status or "").splitlines() if not _inside(line[3:], run_dir)]
+    lines = [line for line in (status or "").splitlines()
+             if not _inside(line[3:], run_dir) and not _scratch(line)]
     return {
         "commit": sha or "unknown (not a git checkout)",
         "dirty": None if status is None else any(not line.startswith("!!") for line in lines),
         "status": "\n".join(lines),
         "diff_sha256": None if diff is None else hashlib.sha256(diff.encode("utf-8")).hexdigest(),
     }
+
+
+def _scratch(status_line: str) -> bool:
+    """An untracked (??) or ignored (!!) path inside SCRATCH, or SCRATCH itself."""
+    path = status_line[3:].strip('"')
+    # git shows a wholly untracked folder as one line ("?? submission_runs/"): a folder above SCRATCH.
+    return status_line[:2] in ("??", "!!") and any(
+        path.startswith(s) or (path.endswith("/") and s.startswith(path)) for s in SCRATCH)
 
 
 def _inside(status_path: str, run_dir: Path | None) -> bool:
@@ -146,6 +161,12 @@ def append_model_provenance(run_dir: Path, model_dir: Path) -> None:
         text = snapshot.read_text(encoding="utf-8").rstrip("\n")
         section = f"## model provenance ({provenance})\n\n{provenance.read_text(encoding='utf-8')}"
         write_text(snapshot, f"{text}\n\n{section}")
+
+
+def nvidia_gpus() -> list[str]:
+    """The NVIDIA GPUs the driver lists (`nvidia-smi -L`), whatever torch build is installed; [] without a driver."""
+    listed = _run(["nvidia-smi", "-L"]) or ""
+    return [line.split(": ", 1)[1].split(" (UUID")[0] for line in listed.splitlines() if line.startswith("GPU ")]
 
 
 def write_gpu_snapshot(run_dir: Path) -> Path:

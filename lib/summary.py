@@ -6,7 +6,7 @@ the text byte for byte, and checks the facts against the files they came from. T
     status            "completed" or "failed in <phase>"
     failed            {name, cause, duration_s} of the first failed phase, or null
     skipped           [{name, cause}] of the phases that did not run
-    run_folder, model, device_dtype, hardware, config_sha256, run_time_s
+    run_folder, launcher, model, device_dtype, hardware, config_sha256, run_time_s
     data              {files: {train, eval: {path, sha256, records}}, summary} from data_report.json, or null
     repository        {commit, dirty, unchanged, change}
     training          {status, steps_completed, runtime_s, first: {step, loss} | null, last: ...}
@@ -72,7 +72,7 @@ def render_summary(facts: dict) -> str:
                if repo["unchanged"] else f"CHANGED during the run ({repo['change']})")
     lines += [
         f"- **status**: {facts['status']}",
-        f"- **run folder**: {facts['run_folder']}",
+        f"- **run folder**: {facts['run_folder']} (claimed by {facts['launcher']})",
         f"- **model**: {facts['model']}",
         f"- **device / dtype**: {facts['device_dtype']}",
         f"- **hardware**: {facts['hardware']}",

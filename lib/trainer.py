@@ -39,6 +39,7 @@ from lib.throughput import Peak, measure_peak_flops, model_flops_utilization, pe
 from lib.training import INTERRUPTED_EXIT
 
 PACK_SEQUENCES = False  # decided by measurement: see build_collator and docs/BENCHMARKS.md
+STEP_WRITE_INTERVAL_S = 1.0  # how often training_metrics.json is rewritten between logging steps
 
 
 class MetricsFile:
@@ -51,16 +52,18 @@ class MetricsFile:
             "device_peak_flops": peak.flops, "device_peak_flops_source": peak.source,
         }
         self.history: list[dict] = []
+        self.steps_completed = 0  # the Trainer's own step counter, not the last logged step
         self.summary: dict = {}
         # Whole-run throughput (total_tokens, tokens_per_s, mfu), kept current by EvidenceLogger.
         self.throughput: dict = {"total_tokens": 0, "tokens_per_s": None, "mfu": None}
-        self.t0 = time.perf_counter()
+        self.t0 = self.written_at = time.perf_counter()
 
     def write(self, status: str, error: str | None = None) -> None:
+        self.written_at = time.perf_counter()
         write_json(self.path, {
             "status": status,  # "running" only while the worker lives
             **({"error": error} if error else {}),
-            "steps_completed": self.history[-1]["step"] if self.history else 0,
+            "steps_completed": self.steps_completed,
             **self.static,
             "runtime_s": round(time.perf_counter() - self.t0, 3),
             "train_runtime": self.summary.get("train_runtime"),
@@ -89,6 +92,17 @@ class EvidenceLogger(TrainerCallback):
         self.last_step = 0
         self.last_tokens = 0
         self.peak_bytes = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        """Count every optimizer step where the metrics file can say it, and always log the last one."""
+        self.metrics.steps_completed = state.global_step
+        if state.global_step >= state.max_steps:
+            control.should_log = True  # logging_steps need not divide max_steps: the last step is in the history
+        elif not control.should_log and time.perf_counter() - self.metrics.written_at >= STEP_WRITE_INTERVAL_S:
+            # Between logging steps too, so that a worker killed mid-interval leaves the count nearly exact;
+            # at most once a second, as each write is fsynced.
+            self.metrics.write("running")
+        return control
 
     def on_train_begin(self, args, state, control, **kwargs):
         reset_peak_memory(self.device)  # the training's peak (weights included), not loading's

@@ -14,16 +14,22 @@ What is checked:
    "not verified" notes rather than problems:
    - run.ipynb and run.html. Consolidation writes the manifest from inside the notebook, while
      papermill is still executing it: papermill saves run.ipynb again after the last cell, and
-     nbconvert renders run.html later still. `python -m lib.execute` then rewrites the manifest,
-     so its manifest lists run.html. The rule: if the manifest lists run.html it is final and
-     run.ipynb and run.html are checked like every other file. If it does not (the raw
-     papermill CLI, or a check from inside the notebook), run.ipynb may differ from its entry
-     and either may be unlisted; run.ipynb must still be a notebook (JSON with cells).
+     nbconvert renders run.html later still. `python -m lib.execute` then rewrites the manifest
+     with `"final": true`. The rule: in a final manifest run.ipynb and run.html are checked like
+     every other file. In any other (the raw papermill CLI, or a check from inside the notebook),
+     run.ipynb may differ from its entry and either may be unlisted; run.ipynb must still be a
+     notebook (JSON with cells).
    - Model weights. checkpoints/ and base_model/ are ignored by git (.gitignore), so a
      committed run folder arrives without them: a listed weights folder that is wholly absent
      is noted. If it is there at all, every file listed in it must match.
+   A notebook that does not match a final manifest was rewritten after the run (a second papermill
+   call into the finished folder does that): the problem says so and how to restore it. After the
+   raw papermill flow, where run.ipynb is not hash-checked, it must at least record this run's
+   outcome line; a notebook that does not (a refused second run's) is named the same way.
 2. The contract (lib/contract.py): the files required by the outcome m44_summary.json states, the
-   two verbatim statements, no failure_analysis.md in a completed run.
+   two verbatim statements, no failure_analysis.md in a completed run, run.html for a run made by
+   lib.execute (unless writing it is the failure the run documents). A claimed folder that never
+   reached consolidation is explained: which phase was running and whether its launcher still runs.
 3. The facts. m44_summary.json against the files it was gathered from (training_metrics.json,
    evaluation_results.json's metrics, config.json, the plots present), and m44_summary.md and
    failure_analysis.md against their rendering from it (lib/summary.py), byte for byte.
@@ -42,12 +48,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from lib.contract import (
-    CONFIG, DATA_REPORT, EVAL_RESULTS, EVAL_SUMMARY, FAILURE_ANALYSIS, MANIFEST, NOTEBOOK, REPORT, STATEMENTS, SUMMARY,
-    SUMMARY_FACTS, TRAINING_METRICS, WEIGHT_DIRS, required,
+    CLAIM, CONFIG, DATA_REPORT, EVAL_RESULTS, EVAL_SUMMARY, FAILURE_ANALYSIS, MANIFEST, NOTEBOOK, PHASES, REPORT,
+    STATEMENTS, SUMMARY, SUMMARY_FACTS, TRAINING_METRICS, WEIGHT_DIRS, required,
 )
 from lib.evidence import sha256_file
 from lib.results import compute_metrics, render_evaluation_summary
-from lib.summary import completed, render_failure_analysis, render_summary
+from lib.runfolder import process_alive, read_claim
+from lib.summary import completed, outcome_line, render_failure_analysis, render_summary
+
+RESTORE = "restore it from git (git checkout -- <run folder>) once the folder is committed"
 
 
 class NotARunFolder(ValueError):
@@ -63,23 +72,31 @@ class Verification:
     notes: list[str] = field(default_factory=list)  # files deliberately not hash-checked, and why
 
 
-def verify(run_dir: Path) -> list[str]:
-    """The problems of the run folder `run_dir`, one line each naming its file; [] when it holds."""
-    return check(run_dir).problems
+def verify(run_dir: Path, report_pending: bool = False) -> list[str]:
+    """The problems of the run folder `run_dir`, one line each naming its file; [] when it holds.
+
+    `report_pending`: the notebook checks its own folder before lib.execute renders run.html.
+    """
+    return check(run_dir, report_pending).problems
 
 
-def check(run_dir: Path) -> Verification:
+def check(run_dir: Path, report_pending: bool = False) -> Verification:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise NotARunFolder(f"{run_dir} is not a folder")
-    if not ((run_dir / MANIFEST).is_file() or (run_dir / SUMMARY).is_file()):
-        raise NotARunFolder(f"{run_dir} is not a run folder: it holds neither {MANIFEST} nor {SUMMARY}")
+    if not any((run_dir / name).is_file() for name in (MANIFEST, SUMMARY, CLAIM)):
+        raise NotARunFolder(f"{run_dir} is not a run folder: it holds neither {MANIFEST}, {SUMMARY} nor {CLAIM}")
     result = Verification()
+    if not (run_dir / SUMMARY_FACTS).exists() and not (run_dir / MANIFEST).exists():
+        result.problems.append(describe_unfinished(run_dir))
+        return result
     check_manifest(run_dir, result)
     facts = load_json(run_dir, SUMMARY_FACTS, result.problems)
-    check_contract(run_dir, facts, result.problems)
+    check_contract(run_dir, facts, result.problems, report_pending)
     if facts is not None:
         guarded(result.problems, SUMMARY_FACTS, check_facts, run_dir, facts, result.problems)
+        if (run_dir / MANIFEST).is_file() and not is_final(run_dir):  # raw papermill: run.ipynb is not hash-checked
+            guarded(result.problems, NOTEBOOK, check_notebook_outcome, run_dir, facts, result.problems)
     results = load_json(run_dir, EVAL_RESULTS, result.problems)
     if results is not None:
         guarded(result.problems, EVAL_RESULTS, check_results, run_dir, results, result.problems)
@@ -95,7 +112,7 @@ def check_manifest(run_dir: Path, result: Verification) -> None:
     entries = read_manifest(run_dir, result.problems)
     if entries is None:
         return
-    final = REPORT in entries  # lib.execute rewrote the manifest after rendering the report
+    final = is_final(run_dir)  # lib.execute rewrote the manifest after run.ipynb and run.html
     absent_weights = {d for d in WEIGHT_DIRS if not (run_dir / d).exists()}
     for path, entry in entries.items():
         file = run_dir / path
@@ -106,6 +123,9 @@ def check_manifest(run_dir: Path, result: Verification) -> None:
         elif path == NOTEBOOK and not final:
             check_notebook(file, result)
         elif (problem := compare_file(file, path, entry)) is not None:
+            if path == NOTEBOOK:
+                problem += (": the executed notebook was rewritten after the run (a second papermill call into "
+                            f"this finished folder does that); {RESTORE}")
             result.problems.append(problem)
         else:
             result.verified += 1
@@ -118,6 +138,14 @@ def check_manifest(run_dir: Path, result: Verification) -> None:
             result.notes.append(f"{path}: written after {MANIFEST} (papermill/nbconvert); not verified")
         else:
             result.problems.append(f"{path}: in the folder but not listed in {MANIFEST}")
+
+
+def is_final(run_dir: Path) -> bool:
+    """Whether lib.execute wrote the manifest last, after the executed notebook and the report."""
+    try:
+        return json.loads(read_text(run_dir / MANIFEST)).get("final") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def read_manifest(run_dir: Path, problems: list[str]) -> dict[str, dict] | None:
@@ -173,6 +201,44 @@ def check_notebook(file: Path, result: Verification) -> None:
         result.notes.append(f"{NOTEBOOK}: saved by papermill after {MANIFEST}; not hash-checked")
 
 
+def check_notebook_outcome(run_dir: Path, facts: dict, problems: list[str]) -> None:
+    """run.ipynb must record this run's outcome line (the consolidation cell prints it); raw papermill flow only."""
+    path = run_dir / NOTEBOOK
+    if not path.is_file():
+        return
+    try:
+        cells = json.loads(read_text(path))["cells"]
+    except (ValueError, KeyError, TypeError):
+        return  # named by the manifest check
+    printed = "".join("".join(output.get("text", "")) for cell in cells for output in cell.get("outputs", [])
+                      if output.get("output_type") == "stream")
+    if outcome_line(facts) not in printed:
+        errors = [f"{o.get('ename')}: {o.get('evalue')}" for cell in cells for o in cell.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        problems.append(
+            f"{NOTEBOOK}: does not record this run's outcome ({outcome_line(facts)!r})"
+            + (f"; it ends in {errors[0].splitlines()[0]!r}" if errors else "")
+            + f": it is another command's notebook (a second papermill call into this folder writes one); {RESTORE}")
+
+
+def describe_unfinished(run_dir: Path) -> str:
+    """Why a claimed folder has no consolidation: which phase was running, and whether its launcher still runs."""
+    claim = read_claim(run_dir)
+    state = load_json(run_dir, PHASES, [])
+    running = [p["name"] for p in (state or {}).get("phases", []) if p.get("status") == "running"]
+    where = (f"phase {running[-1]} was running" if running else
+             f"the last phase recorded is {state['phases'][-1]['name']}" if state and state.get("phases") else
+             "no phase had started")
+    if claim is None:
+        return f"{SUMMARY_FACTS}: missing: the run never reached consolidation ({where})"
+    launcher = f"{claim.launcher} (pid {claim.pid} on {claim.host}, started {claim.started_utc})"
+    if process_alive(claim.pid):
+        return f"{SUMMARY_FACTS}: missing: the run is still in progress or was abandoned: {where}; its launcher {launcher} is running"
+    return (f"{SUMMARY_FACTS}: missing: the run never reached consolidation: {where} when its launcher {launcher} "
+            "stopped without documenting it (killed with SIGKILL, or the machine went down). The folder is kept as "
+            "the evidence of that attempt; start the next run in a new folder")
+
+
 def unlisted(run_dir: Path, entries: dict) -> list[str]:
     on_disk = (p.relative_to(run_dir).as_posix() for p in sorted(run_dir.rglob("*")) if p.is_file())
     return [path for path in on_disk if path != MANIFEST and path not in entries]
@@ -181,7 +247,7 @@ def unlisted(run_dir: Path, entries: dict) -> list[str]:
 # --- 2. the contract -------------------------------------------------------------------------
 
 
-def check_contract(run_dir: Path, facts: dict | None, problems: list[str]) -> None:
+def check_contract(run_dir: Path, facts: dict | None, problems: list[str], report_pending: bool = False) -> None:
     if facts is None:
         if not (run_dir / SUMMARY_FACTS).exists():
             problems.append(f"{SUMMARY_FACTS}: missing (the run did not reach consolidation?)")
@@ -192,6 +258,11 @@ def check_contract(run_dir: Path, facts: dict | None, problems: list[str]) -> No
     problems += [f"{name}: required in a {status} run, missing" for name in required(done) if not (run_dir / name).is_file()]
     if done and (run_dir / FAILURE_ANALYSIS).exists():
         problems.append(f"{FAILURE_ANALYSIS}: present, but {SUMMARY_FACTS} says the run completed")
+    report_failed = facts is not None and any(p["name"] == "report" and p["status"] == "failed" for p in facts["phases"])
+    if (facts is not None and facts["launcher"] == "lib.execute" and not report_failed and not report_pending
+            and not (run_dir / REPORT).is_file()):
+        problems.append(f"{REPORT}: missing; lib.execute renders it for every run it starts, so the launcher did not "
+                        "finish (stopped, or the disk filled) and the evidence is incomplete")
     if (run_dir / SUMMARY).is_file():
         lines = read_text(run_dir / SUMMARY).splitlines()
         problems += [f"{SUMMARY}: lacks the required line {line!r}" for line in STATEMENTS if line not in lines]
@@ -216,6 +287,10 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
     report = load_json(run_dir, DATA_REPORT, problems)
     expected = None if report is None else {"files": report.get("files"), "summary": report.get("summary")}
     say.expect("data", facts["data"], expected, DATA_REPORT)
+    state = load_json(run_dir, PHASES, problems)
+    if state is not None:
+        recorded = [{k: p[k] for k in ("name", "status", "duration_s", "cause")} for p in state.get("phases", [])]
+        say.expect("phases", facts["phases"], recorded, PHASES)
     config = load_json(run_dir, CONFIG, problems)
     if config is not None:
         say.expect("config_sha256", facts["config_sha256"], config.get("sha256", "n/a"), CONFIG)

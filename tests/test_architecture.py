@@ -23,13 +23,18 @@ HEAVY = ("torch", "transformers", "pandas", "datasets", "matplotlib", "IPython")
 
 
 def lib_imports(path: Path) -> set[str]:
-    """The lib modules a module imports, at any depth of its code, except under `if TYPE_CHECKING:`."""
+    """The lib modules a module imports, at any depth of its code.
+
+    Except under `if TYPE_CHECKING:` (annotations only) and `if __name__ == "__main__":` (run only when the
+    module is the program: `python -m lib.data check` hands over to lib.datacheck, which imports lib.data).
+    """
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-            return  # annotations only: no import at run time
+        if isinstance(node, ast.If) and (getattr(node.test, "id", None) == "TYPE_CHECKING"
+                                         or "__main__" in ast.unparse(node.test)):
+            return
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "lib":
             if node.module == "lib":
                 found.update(alias.name for alias in node.names)

@@ -167,6 +167,8 @@ def test_profile_errors_name_the_file_and_line(tmp_path):
 @pytest.mark.parametrize("text, expected", [
     ("max_steps=300", ("max_steps", 300)),
     ("learning_rate=2.0e-5", ("learning_rate", 2.0e-5)),
+    ("learning_rate=2e-5", ("learning_rate", 2e-5)),  # YAML would read this as text
+    ("seed=007", ("seed", 7)),
     ("model_name=D:\\models\\gemma-2b", ("model_name", "D:\\models\\gemma-2b")),
     ("device = cpu", ("device", "cpu")),
 ])

@@ -57,7 +57,7 @@ def executed_run(papermill_run, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("verify") / "run"
     shutil.copytree(papermill_run, run_dir)
     render_html(run_dir / "run.ipynb")
-    write_manifest(run_dir)
+    write_manifest(run_dir, final=True)
     return run_dir
 
 
@@ -125,7 +125,8 @@ def test_one_changed_byte_names_the_file(executed_run, tmp_path, name, capsys):
     data = bytearray((run_dir / name).read_bytes())
     data[len(data) // 2] ^= 0x01
     (run_dir / name).write_bytes(bytes(data))
-    assert f"{name}: sha256 differs from manifest.json (same size, changed content)" in verify(run_dir)
+    assert any(p.startswith(f"{name}: sha256 differs from manifest.json (same size, changed content)")
+               for p in verify(run_dir))
     assert main([str(run_dir)]) == 1
     assert capsys.readouterr().out.splitlines()[-1].startswith("FAILED: ")
 
@@ -206,8 +207,10 @@ def test_facts_edited_together_with_their_summary_still_disagree_with_the_metric
     (run_dir / "m44_summary.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")
     edit(run_dir, "m44_summary.md", f", {steps} steps, ", f", {steps + 90} steps, ")
     write_manifest(run_dir)
-    assert verify(run_dir) == [
-        f"m44_summary.json: training.steps_completed is {steps + 90}, but training_metrics.json gives {steps}"]
+    problems = verify(run_dir)
+    assert f"m44_summary.json: training.steps_completed is {steps + 90}, but training_metrics.json gives {steps}" in problems
+    # The notebook printed the run's real outcome line, which the edited facts no longer give.
+    assert len(problems) == 2 and any(p.startswith("run.ipynb: does not record this run's outcome") for p in problems)
 
 
 @pytest.mark.notebook
@@ -276,7 +279,7 @@ def test_a_folder_that_is_no_run_folder_exits_2(tmp_path):
     done = subprocess.run([sys.executable, "-m", "lib.verify", str(tmp_path)], cwd=REPO_ROOT,
                           capture_output=True, text=True, encoding="utf-8")
     assert done.returncode == 2, done.stdout + done.stderr
-    assert f"{tmp_path} is not a run folder: it holds neither manifest.json nor m44_summary.md" in done.stderr
+    assert f"{tmp_path} is not a run folder: it holds neither manifest.json, m44_summary.md nor claim.json" in done.stderr
     assert main([str(tmp_path / "absent")]) == 2
     with pytest.raises(NotARunFolder, match="is not a folder"):
         check(tmp_path / "absent")

@@ -121,6 +121,28 @@ def _display_error(report):
     report.display = report.update_display = broken
 
 
+def _full_disk(*, even_for_the_failure: bool):
+    """The disk fills once the notebook is done: the launcher cannot write run.html (and, if asked, nothing else).
+
+    Only lib.execute imports nbconvert (the kernel and the worker never do), so the fault stays in the launcher.
+    """
+
+    def patch(exporters):
+        def from_filename(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "run.html")
+
+        exporters.HTMLExporter.from_filename = from_filename
+        if even_for_the_failure:
+            import lib.evidence
+
+            def write_text(path, text):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+            lib.evidence.write_text = write_text
+
+    _on_import("nbconvert.exporters", patch)
+
+
 FAULTS = {
     "oom": lambda: _at_step(_oom),
     "sigkill": lambda: _at_step(lambda trainer: os.kill(os.getpid(), signal.SIGKILL)),
@@ -131,6 +153,8 @@ FAULTS = {
     "generation_error": lambda: _on_import("transformers.generation.utils", _generation_error),
     "unsupported_gpu": lambda: _on_import("torch", _unsupported_gpu),
     "display_error": lambda: _on_import("lib.report", _display_error),
+    "report_disk_full": lambda: _full_disk(even_for_the_failure=False),
+    "disk_full_at_the_end": lambda: _full_disk(even_for_the_failure=True),
 }
 
 if FAULT:
