@@ -41,7 +41,7 @@ check-data: $(STAMP)  ## the data checks of pre-flight and a report, no run: TRA
 	$(PY) -m lib.data check $(if $(TRAIN),--train "$(TRAIN)") $(if $(EVAL),--eval "$(EVAL)") --params $(or $(PROFILE),params/embedded.yaml)
 
 data: $(STAMP)  ## regenerate data/ (deterministic: the result equals the committed files)
-	$(PY) -m lib.datagen
+	$(PY) -m tools.datagen
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,9 @@
-"""Deterministic generator for the dev-reasoning-v2 training traces and the eval_v2 set."""
+"""Deterministic generator for the dev-reasoning-v2 training traces and the eval_v2 set.
+
+    python -m tools.datagen [--out data/]        (make data)
+
+A tool that made the shipped data/ files, not part of a run: lib/ holds only what a run uses.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from lib.evidence import sha256_file, write_json, write_text
 
 SEED = 44
 DATASET = "dev-reasoning-v2"
-GENERATOR = "lib.datagen"
+GENERATOR = "tools.datagen"
 TRACE_VERSION = "1.0"
 TRAIN_FILE = "dev-reasoning-v2.jsonl"
 EVAL_FILE = "eval_v2.jsonl"
