@@ -1,9 +1,10 @@
-"""Fault injection for the failure tests: `PYTHONPATH=tests/faults M44_FAULT=<name>`.
+"""Fault injection for the failure tests: `PYTHONPATH=tests/faults M44_FAULT=<name> [M44_FAULT_RANK=<r>]`.
 
 Python imports `sitecustomize` at start-up, so the notebook kernel and the training worker
 (both children of the test) get the fault without a line of fault code in lib/. Each fault
 patches a library function the moment its module is first imported, so a process that never
-imports it pays nothing.
+imports it pays nothing. Under torchrun every rank imports it; M44_FAULT_RANK limits the fault
+to one rank (torchrun's RANK), and without it every process gets the fault.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from types import SimpleNamespace
 
 FAULT = os.environ.get("M44_FAULT", "")
 AT_STEP = 3  # training faults fire once the Trainer has reached this optimizer step
+# A process outside torchrun has no RANK; a fault meant for one rank spares it and every other rank.
+ON_THIS_RANK = os.environ.get("M44_FAULT_RANK", os.environ.get("RANK")) == os.environ.get("RANK")
 
 
 def _on_import(module_name: str, patch) -> None:
@@ -126,6 +129,9 @@ FAULTS = {
     "sigkill": lambda: _at_step(lambda trainer: os.kill(os.getpid(), signal.SIGKILL)),
     "sigterm": lambda: _at_step(lambda trainer: os.kill(os.getpid(), signal.SIGTERM)),
     "sigint": lambda: _at_step(lambda trainer: os.kill(os.getpid(), signal.SIGINT)),
+    # The parent of a rank is torchrun: SIGTERM to it is what `kill`, a scheduler or the notebook's
+    # interrupt sends, and torchrun passes it on to every rank.
+    "sigterm_torchrun": lambda: _at_step(lambda trainer: os.kill(os.getppid(), signal.SIGTERM)),
     "nan_loss": lambda: _on_import("transformers.trainer", _nan_loss),
     "disk_full": lambda: _on_import("safetensors.torch", _disk_full),
     "generation_error": lambda: _on_import("transformers.generation.utils", _generation_error),
@@ -133,5 +139,5 @@ FAULTS = {
     "display_error": lambda: _on_import("lib.report", _display_error),
 }
 
-if FAULT:
+if FAULT and ON_THIS_RANK:
     FAULTS[FAULT]()
