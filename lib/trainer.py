@@ -286,7 +286,7 @@ def run_training(cfg: RunConfig, run_dir: Path, model_source: str) -> None:
                           describe_processes(cfg, processes, peak), writer=processes.is_main_process)
     logger = EvidenceLogger(metrics, run_dir / TRAINING_LOG, cfg.max_steps, cfg.device)
     trainer = build_trainer(cfg, model, tokenizer, dataset, run_dir / CHECKPOINTS, [logger])
-    where = f"rank {processes.process_index} of {processes.num_processes} on {processes.device}, " if (
+    where = f"rank {processes.process_index} of {processes.num_processes} on {device_name(processes)}, " if (
         processes.num_processes > 1) else ""
     print(f"training {num_parameters:,} parameters on {len(dataset)} records for {cfg.max_steps} steps "
           f"({where}process {os.getpid()}); device peak {peak.flops / 1e9:,.1f} GFLOP/s ({peak.source})", flush=True)
@@ -310,10 +310,7 @@ def describe_processes(cfg: RunConfig, processes: PartialState, peak: Peak) -> d
     """The world size, backend and sharding, and each rank's device and matmul peak; None for one process."""
     if processes.num_processes == 1:
         return None
-    device = processes.device.type  # Accelerate calls every rank's CPU "cpu:0"
-    if device == "cuda":
-        device = f"{processes.device} ({torch.cuda.get_device_name(processes.device)})"
-    ranks = gather_object([{"rank": processes.process_index, "device": device, "pid": os.getpid(),
+    ranks = gather_object([{"rank": processes.process_index, "device": device_name(processes), "pid": os.getpid(),
                             "device_peak_flops": peak.flops}])
     return {
         "world_size": processes.num_processes,
@@ -323,6 +320,13 @@ def describe_processes(cfg: RunConfig, processes: PartialState, peak: Peak) -> d
         "ranks": sorted(ranks, key=lambda r: r["rank"]),
         "peak_flops_all_ranks": sum(r["device_peak_flops"] for r in ranks),
     }
+
+
+def device_name(processes: PartialState) -> str:
+    """'cuda:1 (NVIDIA H100 80GB HBM3)', or 'cpu' (Accelerate calls every rank's CPU cpu:0)."""
+    if processes.device.type == "cuda":
+        return f"{processes.device} ({torch.cuda.get_device_name(processes.device)})"
+    return processes.device.type
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,14 +86,15 @@ def _write_plots(run_dir: Path) -> None:
 def _record_failure(run_dir: Path, cause: str, ended: Ended | None = None) -> None:
     """Mark the metrics failed with the cause, keeping the history the worker last wrote.
 
-    One process: what the worker recorded stands. Several: the failed rank's cause replaces what
-    rank 0 recorded (often only that torchrun stopped it), and every failed rank is listed.
+    One process: what the worker recorded stands. Several: the cause names the rank that failed and
+    replaces what rank 0 recorded (often only that torchrun stopped it); every failed rank is listed.
     """
     path = run_dir / TRAINING_METRICS
     metrics = read_json(path) if path.exists() else {"steps_completed": 0, "runtime_s": 0.0, "history": []}
-    if ended is not None and ended.failures:
-        failures = [{"rank": f.rank, "exitcode": f.exitcode, "cause": f.cause} for f in ended.failures]
-        write_json(path, {**metrics, "status": "failed", "error": cause, "failed_rank": ended.failures[0].rank,
-                          "failures": failures})
+    if ended is not None and ended.num_processes > 1:
+        ranks = {"failed_rank": ended.failures[0].rank,
+                 "failures": [{"rank": f.rank, "exitcode": f.exitcode, "cause": f.cause} for f in ended.failures],
+                 } if ended.failures else {}
+        write_json(path, {**metrics, "status": "failed", "error": cause, **ranks})
     elif metrics.get("status") != "failed":
         write_json(path, {**metrics, "status": "failed", "error": metrics.get("error") or cause})

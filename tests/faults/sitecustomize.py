@@ -15,6 +15,7 @@ import importlib.util
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -46,19 +47,37 @@ def _on_import(module_name: str, patch) -> None:
 
 
 def _at_step(action):
-    """Wrap Trainer.training_step so that `action` runs at AT_STEP, in the training worker."""
+    """Wrap Trainer.training_step so that `action` runs at AT_STEP, in the training worker.
+
+    With M44_FAULT_MARK set, the time it first fires is written to that file: a test can measure
+    how long the run takes to end after the fault.
+    """
 
     def patch(trainer_module):
         original = trainer_module.Trainer.training_step
 
         def training_step(self, *args, **kwargs):
             if self.state.global_step >= AT_STEP:
+                mark = Path(os.environ.get("M44_FAULT_MARK", ""))
+                if mark.name and not mark.exists():
+                    mark.write_text(repr(time.time()), encoding="utf-8")
                 action(self)
             return original(self, *args, **kwargs)
 
         trainer_module.Trainer.training_step = training_step
 
     _on_import("transformers.trainer", patch)
+
+
+def _once(action):
+    fired = []
+
+    def once(trainer):
+        if not fired:
+            fired.append(True)
+            action(trainer)
+
+    return once
 
 
 def _oom(trainer):
@@ -130,8 +149,8 @@ FAULTS = {
     "sigterm": lambda: _at_step(lambda trainer: os.kill(os.getpid(), signal.SIGTERM)),
     "sigint": lambda: _at_step(lambda trainer: os.kill(os.getpid(), signal.SIGINT)),
     # The parent of a rank is torchrun: SIGTERM to it is what `kill`, a scheduler or the notebook's
-    # interrupt sends, and torchrun passes it on to every rank.
-    "sigterm_torchrun": lambda: _at_step(lambda trainer: os.kill(os.getppid(), signal.SIGTERM)),
+    # interrupt sends, and torchrun passes it on to every rank. Once: the rank trains on until it arrives.
+    "sigterm_torchrun": lambda: _at_step(_once(lambda trainer: os.kill(os.getppid(), signal.SIGTERM))),
     "nan_loss": lambda: _on_import("transformers.trainer", _nan_loss),
     "disk_full": lambda: _on_import("safetensors.torch", _disk_full),
     "generation_error": lambda: _on_import("transformers.generation.utils", _generation_error),
