@@ -84,6 +84,13 @@ class RunConfig:
                 f"num_processes >= 2 (got device: {self.device}, num_processes: {self.num_processes}); "
                 "use sharding: none otherwise"
             )
+        if self.sharding == "fsdp" and self.optimizer == "adafactor":
+            # transformers' Adafactor keeps its factored state as plain tensors and adds FSDP2's sharded
+            # (DTensor) gradients to them: the first optimizer step fails (tests/fsdp_ranks.py shows it).
+            raise ValueError(
+                "parameter 'optimizer': adafactor does not work on FSDP2's sharded parameters; "
+                "use optimizer: adamw_torch with sharding: fsdp (its state is sharded too)"
+            )
 
     @classmethod
     def from_parameters(cls, params: Mapping) -> RunConfig:

@@ -168,7 +168,7 @@ def test_fsdp2_shards_the_model_as_the_trainer_would_on_two_gloo_processes(tmp_p
 
 
 def test_the_trainer_gets_fsdp2_full_shard_for_sharding_fsdp():
-    cfg = load_config(None, {"num_processes": 2, "sharding": "fsdp"})
+    cfg = load_config(None, {"num_processes": 2, "sharding": "fsdp", "optimizer": "adamw_torch"})
     # The Trainer turns `fsdp`/`fsdp_config` into Accelerate's plugin arguments; use_cpu only because
     # this machine has no GPU (the official run's bf16 on CUDA cannot be constructed here).
     plugin = TrainingArguments(output_dir="unused", use_cpu=True, **sharding_arguments(cfg)).fsdp_plugin_args
@@ -185,8 +185,9 @@ def test_the_trainer_gets_fsdp2_full_shard_for_sharding_fsdp():
     ({"sharding": "zero3"}, "'sharding' must be one of none, fsdp"),
     ({"sharding": "fsdp"}, "needs device: cuda and num_processes >= 2"),
     ({"sharding": "fsdp", "num_processes": 2, "device": "cpu", "dtype": "float32"}, "got device: cpu"),
+    ({"sharding": "fsdp", "num_processes": 2}, "adafactor does not work on FSDP2's sharded parameters"),
 ])
-def test_sharding_needs_several_gpus(overrides, message):
+def test_sharding_needs_several_gpus_and_adamw(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, overrides)
 
@@ -265,7 +266,7 @@ def embedded_model(tmp_path_factory) -> ModelSource:
 
 
 def cuda_config(**overrides) -> RunConfig:
-    return load_config(None, {"num_processes": 2, **overrides})
+    return load_config(None, {"num_processes": 2, "optimizer": "adamw_torch", **overrides})
 
 
 def test_preflight_needs_a_gpu_per_process(gpus):
