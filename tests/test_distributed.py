@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import papermill
+import psutil
 import pytest
 import torch
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
@@ -29,7 +33,7 @@ from lib.embedded import build_embedded_model
 from lib.evaluation import evaluate
 from lib.evidence import read_json
 from lib.generation import shard_batches
-from lib.launcher import INTERRUPTED_EXIT, read_failures
+from lib.launcher import INTERRUPTED_EXIT, read_failures, run_worker
 from lib.resources import estimate_training_memory
 from lib.model_source import ModelSource
 from lib.preflight import Prepared, check_cuda_arch, check_device, check_memory, per_device
@@ -152,6 +156,29 @@ def test_sigterm_to_torchrun_stops_every_rank_and_keeps_the_metrics(tmp_path, mo
     cause = "interrupted by signal SIGTERM (all 2 processes stopped)"
     assert f"- **cause**: TrainingFailed: {cause}" in analysis
     assert metrics["error"] == cause and "failures" not in metrics  # no rank failed on its own
+
+
+def processes_running(marker: str) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Ctrl-C delivered as a POSIX signal")
+def test_ctrl_c_in_the_kernel_stops_torchrun_and_every_rank():
+    """The notebook interrupted while several processes run: none of them may outlive it."""
+    marker = uuid.uuid4().hex
+    ranks_up = threading.Event()
+
+    def interrupt_when_both_ranks_run():
+        while len(processes_running(marker)) < 3:  # torchrun and its 2 ranks
+            time.sleep(0.2)
+        ranks_up.set()
+        os.kill(os.getpid(), signal.SIGINT)  # what "interrupt kernel" does to the kernel
+
+    threading.Thread(target=interrupt_when_both_ranks_run, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):  # each rank sleeps for 10 minutes, unless stopped
+        run_worker("timeit", ["-s", "import time", f"time.sleep(600)  # {marker}"], 2, "test process")
+    assert ranks_up.is_set()
+    assert processes_running(marker) == []
 
 
 def test_fsdp2_shards_the_model_as_the_trainer_would_on_two_gloo_processes(tmp_path):
