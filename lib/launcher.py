@@ -103,8 +103,7 @@ def worker_command(module: str, args: list[str], num_processes: int, log_dir: Pa
         return [sys.executable, "-B", "-m", module, *args]
     return [
         sys.executable, "-B", "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={num_processes}",
-        # Every rank's output through a log file back to this console, prefixed with the rank (POSIX only:
-        # torchrun cannot redirect on Windows and macOS, where the ranks print to the console unprefixed).
+        # Every rank's stdout and stderr through a log file back to this console, prefixed with the rank.
         "--tee=3", f"--log-dir={log_dir}",
         "-m", module, *args,
     ]
