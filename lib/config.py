@@ -61,6 +61,9 @@ class RunConfig:
     weight_decay: float = field(default=0.0, metadata=_range(0.0, 1.0))
     max_grad_norm: float = field(default=1.0, metadata=_range(0.0, 1e6))  # 0 disables clipping
     logging_steps: int = field(default=10, metadata=_range(1, 1_000_000))
+    # several processes (torchrun); the global batch is batch_size x gradient_accumulation_steps x num_processes
+    num_processes: int = field(default=1, metadata=_range(1, 64))  # one per GPU; >1 starts them through torchrun
+    sharding: Literal["none", "fsdp"] = "none"  # with several processes: none = DDP (a full copy each), fsdp = FSDP2
     # evaluation
     eval_batch_size: int = field(default=16, metadata=_range(1, 4096))
     max_new_tokens: int = field(default=256, metadata=_range(1, 32_768))
@@ -75,6 +78,20 @@ class RunConfig:
             raise ValueError(
                 "parameter 'dtype': bfloat16 training on the CPU is slow and imprecise; "
                 "use dtype: float32 with device: cpu"
+            )
+        if self.sharding == "fsdp" and (self.device != "cuda" or self.num_processes < 2):
+            # Accelerate shards only on accelerators; on the CPU the Trainer would quietly run DDP instead.
+            raise ValueError(
+                "parameter 'sharding': fsdp shards the model across several GPUs; it needs device: cuda and "
+                f"num_processes >= 2 (got device: {self.device}, num_processes: {self.num_processes}); "
+                "use sharding: none otherwise"
+            )
+        if self.sharding == "fsdp" and self.optimizer == "adafactor":
+            # transformers' Adafactor keeps its factored state as plain tensors and adds FSDP2's sharded
+            # (DTensor) gradients to them: the first optimizer step fails (tests/fsdp_ranks.py shows it).
+            raise ValueError(
+                "parameter 'optimizer': adafactor does not work on FSDP2's sharded parameters; "
+                "use optimizer: adamw_torch with sharding: fsdp (its state is sharded too)"
             )
 
     @classmethod

@@ -140,6 +140,7 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
         "launcher": launcher,
         "model": cfg.model_name if cfg else f"{params.get('model_name')!r} (parameters invalid)",
         "device_dtype": f"{cfg.device} / {cfg.dtype}" if cfg else "unknown",
+        "processes": process_facts(cfg, metrics),
         "hardware": _hardware(),
         "run_time_s": round(sum(p["duration_s"] for p in phases), 3),
         "config_sha256": config.get("sha256", "n/a"),
@@ -161,6 +162,13 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
             "traceback": failed["traceback"],
         },
     }
+
+
+def process_facts(cfg: RunConfig | None, metrics: dict) -> dict:
+    """How many processes trained, on which backend and sharding: the worker's record when it ran, else the config."""
+    block = metrics.get("processes") or {}
+    count = block.get("world_size") or (cfg.num_processes if cfg else 1)
+    return {"count": count, "backend": block.get("backend"), "sharding": cfg.sharding if cfg else None}
 
 
 def data_facts(run_dir: Path) -> dict | None:

@@ -1,6 +1,8 @@
 """M44.2: generate on every eval item with the untrained and the trained model, score each, write the results.
 
 The files' content is built and rendered by lib/results.py (pure); this module loads models and generates.
+One process generates here, in the kernel; with `num_processes` > 1 the ranks of lib/evaluator.py share
+the items (whole batches each, the same outputs) and rank 0 scores and writes through `write_evaluation`.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from typing import TYPE_CHECKING
 
 from lib.config import RunConfig
 from lib.contract import EVAL_RESULTS, EVAL_SUMMARY
-from lib.evidence import write_json, write_text
+from lib.evidence import read_json, write_json, write_text
 from lib.generation import generate_greedy
+from lib.launcher import run_worker
 from lib.modeling import free_device_memory, load_model, load_tokenizer
 from lib.results import MODELS, build_results, headline, render_evaluation_summary
 
@@ -34,11 +37,23 @@ def generate_for(source: str, cfg: RunConfig, eval_items: list[dict], label: str
         free_device_memory()
 
 
+class EvaluationFailed(RuntimeError):
+    """The evaluation processes failed, or died; the first line of the message is the cause."""
+
+
 def evaluate(cfg: RunConfig, run_dir: Path, prepared: Prepared, trained: Trained) -> dict:
     """Baseline (the model before training) and trained, same items, same decoding, same scorer."""
     sources = {"baseline": prepared.model_source, "trained": str(trained.model_dir)}
-    generations = {label: generate_for(sources[label], cfg, prepared.eval_items, label) for label in MODELS}
-    return write_evaluation(run_dir, cfg, prepared.eval_items, generations)
+    if cfg.num_processes == 1:
+        generations = {label: generate_for(sources[label], cfg, prepared.eval_items, label) for label in MODELS}
+        return write_evaluation(run_dir, cfg, prepared.eval_items, generations)
+    ended = run_worker("lib.evaluator", [str(run_dir), sources["baseline"], sources["trained"]],
+                       cfg.num_processes, "evaluation process")
+    if ended.returncode != 0:
+        failed = f"failed ranks:\n{ended.details()}\n" if ended.failures else ""
+        raise EvaluationFailed(f"{ended.cause()}\ntorchrun exit code {ended.returncode}; {failed}"
+                               f"its last lines:\n{ended.tail}")
+    return read_json(run_dir / EVAL_RESULTS)["metrics"]
 
 
 def write_evaluation(out_dir: Path, cfg: RunConfig, eval_items: list[dict],

@@ -1,7 +1,8 @@
-"""Greedy generation in batches: left padding, KV cache, stop at end-of-turn or EOS."""
+"""Greedy generation in batches: left padding, KV cache, stop at end-of-turn or EOS; a rank's share of the batches."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -50,3 +51,14 @@ def generate_greedy(
             })
         print(f"{label}: {len(results)}/{len(prompts)} items, {time.perf_counter() - t_start:.1f} s", flush=True)
     return results
+
+
+def shard_batches(num_items: int, batch_size: int, rank: int, world_size: int) -> list[int]:
+    """The indices of the items that rank `rank` of `world_size` generates for: whole batches.
+
+    Batch k holds items k*B .. (k+1)*B-1, exactly as generate_greedy forms them in one process, and
+    rank r takes batches r, r+N, r+2N, ... Each batch is padded and computed as in one process, so its
+    outputs are the same; only the last batch can be short, and it stays last in its rank's share.
+    """
+    batches = range(rank, math.ceil(num_items / batch_size), world_size)
+    return [i for k in batches for i in range(k * batch_size, min((k + 1) * batch_size, num_items))]

@@ -9,6 +9,7 @@ the root causes, the skips their consequences. The phase fails after all checks 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -28,10 +29,11 @@ from lib.data import (
     load_eval_file, load_trace_file,
 )
 from lib.evidence import write_json
+from lib.launcher import backend
 from lib.model_source import ModelSource, resolve_model_source
 from lib.modeling import load_model, load_tokenizer
 from lib.render import IGNORE_INDEX, encode_prompt, encode_traces
-from lib.resources import GIB, Footprint, estimate_training_memory
+from lib.resources import BYTES, GIB, Footprint, count_parameters, estimate_training_memory
 from lib.runfolder import check_location, refuse_used_folder
 from lib.snapshot import append_model_provenance, nvidia_gpus, write_env_snapshot, write_gpu_snapshot
 
@@ -135,8 +137,13 @@ def install_command() -> str:
 
 
 def check_device(cfg: RunConfig) -> tuple[str, str]:
+    n = cfg.num_processes
     if cfg.device == "cpu":
-        return "cpu", "CPU run (device: cpu)"
+        if n == 1:
+            return "cpu", "CPU run (device: cpu)"
+        # More processes than cores is slower, never wrong: stated, not failed.
+        return "cpu", (f"CPU run (device: cpu): {n} processes ({backend('cpu')}) on {os.cpu_count()} logical cores "
+                       f"(torchrun gives each one thread unless OMP_NUM_THREADS is set)")
     if not torch.cuda.is_available():
         # Never fall back to the CPU: the official run is defined on the GPU. Say why there is none.
         gpus = nvidia_gpus()
@@ -150,8 +157,19 @@ def check_device(cfg: RunConfig) -> tuple[str, str]:
                 f"lists {gpus[0]}: the driver may be older than CUDA {torch.version.cuda} needs (nvidia-smi shows "
                 "the CUDA version it supports), or CUDA_VISIBLE_DEVICES hides the GPU")
         raise RuntimeError("no CUDA device found, and device is 'cuda'; there is no CPU fallback")
-    name = torch.cuda.get_device_name(0)
-    return name, f"{name} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    visible = torch.cuda.device_count()
+    if visible < n:
+        raise RuntimeError(
+            f"num_processes is {n}, one per GPU, but {visible} CUDA device(s) are visible "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): lower num_processes "
+            "or make more devices visible"
+        )
+    names = [torch.cuda.get_device_name(i) for i in range(n)]
+    build = f"torch {torch.__version__}, CUDA {torch.version.cuda}"
+    if n == 1:
+        return names[0], f"{names[0]} ({build})"
+    return names[0], f"{n} processes ({backend('cuda')}, {build}), one per device: " + ", ".join(
+        f"rank {i} cuda:{i} {name}" for i, name in enumerate(names))
 
 
 def cuda_arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
@@ -174,7 +192,15 @@ def cuda_arch_supported(capability: tuple[int, int], arch_list: list[str]) -> bo
 def check_cuda_arch(cfg: RunConfig, device: str) -> str:
     if cfg.device == "cpu":
         return "not needed (device: cpu)"
-    capability, archs = torch.cuda.get_device_capability(0), torch.cuda.get_arch_list()
+    capabilities = {f"cuda:{i}": torch.cuda.get_device_capability(i) for i in range(cfg.num_processes)}
+    if len(set(capabilities.values())) > 1:
+        # The ranks step in lockstep: the slowest device sets the pace, and kernels and numerics differ.
+        raise RuntimeError(
+            "the devices are of different architectures ("
+            + ", ".join(f"{d} sm_{c[0]}{c[1]}" for d, c in capabilities.items())
+            + "): make devices of one kind visible with CUDA_VISIBLE_DEVICES"
+        )
+    capability, archs = capabilities["cuda:0"], torch.cuda.get_arch_list()
     sm = f"sm_{capability[0]}{capability[1]}"
     if not cuda_arch_supported(capability, archs):
         raise RuntimeError(
@@ -218,19 +244,44 @@ def check_record_lengths(cfg: RunConfig, model: ModelSource, kept: DataFile) -> 
 
 
 def check_memory(cfg: RunConfig, device: str, model: ModelSource, loss_tokens: int) -> tuple[Footprint, str]:
+    """The estimate for one device against every device's free memory; returns the whole model's footprint (disk)."""
     footprint = estimate_training_memory(model.source, cfg, loss_tokens)
+    each = per_device(footprint, cfg, model.source)
+    n = cfg.num_processes
     if cfg.device == "cuda":
-        free, total = torch.cuda.mem_get_info(0)
-        where = f"free GPU memory {free / GIB:.1f} of {total / GIB:.1f} GiB"
+        free_by_device = {f"cuda:{i}": torch.cuda.mem_get_info(i) for i in range(n)}
+        lacking = [name for name, (free, _) in free_by_device.items() if each.total > free]
+        where = "free GPU memory " + ", ".join(
+            (f"{name} " if n > 1 else "") + f"{free / GIB:.1f} of {total / GIB:.1f} GiB"
+            for name, (free, total) in free_by_device.items())
     else:
+        # Every process on this machine holds its own copy: n times the estimate from one RAM.
         free = psutil.virtual_memory().available
-        where = f"available RAM {free / GIB:.1f} GiB"
-    if footprint.total > free:
+        lacking = ["RAM"] if each.total * n > free else []
+        where = f"available RAM {free / GIB:.1f} GiB" + (f" for {n} processes" if n > 1 else "")
+    described = each.describe() + (" per process" if n > 1 else "") + (
+        f" (FSDP: weights, gradients and optimizer state sharded {n} ways)" if cfg.sharding == "fsdp" else "")
+    if lacking:
         raise RuntimeError(
-            f"training needs about {footprint.total / GIB:.1f} GiB ({footprint.describe()}), more than the "
-            f"{where}: lower batch_size or max_seq_length, or free the device"
+            f"training needs about {each.total / GIB:.1f} GiB ({described}), more than the {where}"
+            + (f" (short: {', '.join(lacking)})" if n > 1 else "")
+            + ": lower batch_size or max_seq_length, or free the device"
         )
-    return footprint, f"estimate {footprint.describe()} fits the {where}"
+    return footprint, f"estimate {described} fits the {where}"
+
+
+def per_device(footprint: Footprint, cfg: RunConfig, model_source: str) -> Footprint:
+    """What one device holds: everything under DDP. Under FSDP 1/n of the weights, gradients and optimizer
+    state, plus the unit gathered in full for its forward and backward, whose largest is the (tied)
+    embedding, vocabulary x hidden; the activations are each rank's own, unchanged."""
+    if cfg.sharding != "fsdp":
+        return footprint
+    n = cfg.num_processes
+    _, config = count_parameters(model_source)
+    text = getattr(config, "text_config", config)
+    gathered = text.vocab_size * text.hidden_size * BYTES[cfg.dtype]
+    return dataclasses.replace(footprint, weights=footprint.weights // n + gathered,
+                               gradients=footprint.gradients // n + gathered, optimizer=footprint.optimizer // n)
 
 
 def format_size(n: int | float) -> str:

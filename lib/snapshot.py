@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import shutil
@@ -17,6 +18,7 @@ from torch.utils import collect_env
 
 from lib.config import REPO_ROOT
 from lib.evidence import write_text
+from lib.launcher import backend
 from lib.redaction import REDACTED, secret_env_names
 
 # Every distribution the run imports, directly or through transformers' Trainer.
@@ -133,6 +135,7 @@ def write_env_snapshot(run_dir: Path) -> Path:
         f"os: {platform.platform()}",
         f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores",
         f"ram: {_memory_gib()}",
+        *_processes_lines(config),
         "",
         "## environment variables (credentials: set or not; their values never appear)",
         *_environment_variables(),
@@ -148,6 +151,20 @@ def write_env_snapshot(run_dir: Path) -> Path:
         "",
     ]
     return write_text(run_dir / "env_snapshot.txt", "\n".join(lines))
+
+
+def _processes_lines(config: str) -> list[str]:
+    """With several processes, the line that states them: world size, backend, sharding and each rank's device.
+
+    From the parameters (config.json), as planned before the start; training_metrics.json records them as run.
+    """
+    parameters = json.loads(config).get("parameters", {})
+    n = parameters.get("num_processes", 1)
+    if not isinstance(n, int) or n == 1:  # one process, or parameters that failed validation
+        return []
+    device = parameters["device"]
+    ranks = ", ".join(f"rank {r} on {f'cuda:{r}' if device == 'cuda' else 'cpu'}" for r in range(n))
+    return [f"processes: {n} (torchrun), backend {backend(device)}, sharding {parameters['sharding']}; {ranks}"]
 
 
 def append_model_provenance(run_dir: Path, model_dir: Path) -> None:
@@ -187,6 +204,7 @@ def write_gpu_snapshot(run_dir: Path) -> Path:
         lines.append(f"torch build architectures: {' '.join(torch.cuda.get_arch_list())}")
     else:
         lines.append("No CUDA device is visible to torch (torch.cuda.is_available() is False).")
+    lines += _processes_lines((run_dir / "config.json").read_text(encoding="utf-8"))
     lines += ["", "## nvidia-smi --query-gpu", query or "nvidia-smi query unavailable on this machine"]
     lines += ["", "## nvidia-smi", smi or "nvidia-smi not found or failed: no NVIDIA driver on this machine"]
     return write_text(run_dir / "gpu_snapshot.txt", "\n".join(lines) + "\n")

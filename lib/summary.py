@@ -7,6 +7,7 @@ the text byte for byte, and checks the facts against the files they came from. T
     failed            {name, cause, duration_s} of the first failed phase, or null
     skipped           [{name, cause}] of the phases that did not run
     run_folder, launcher, model, device_dtype, hardware, config_sha256, run_time_s
+    processes         {count, backend, sharding}: the training processes (torchrun when count > 1)
     data              {files: {train, eval: {path, sha256, records}}, summary} from data_report.json, or null
     repository        {commit, dirty, unchanged, change}
     training          {status, steps_completed, runtime_s, first: {step, loss} | null, last: ...}
@@ -75,6 +76,8 @@ def render_summary(facts: dict) -> str:
         f"- **run folder**: {facts['run_folder']} (claimed by {facts['launcher']})",
         f"- **model**: {facts['model']}",
         f"- **device / dtype**: {facts['device_dtype']}",
+        *([f"- **processes**: {facts['processes']['count']} (torchrun, {facts['processes']['backend']}, "
+           f"sharding {facts['processes']['sharding']})"] if facts["processes"]["count"] > 1 else []),
         f"- **hardware**: {facts['hardware']}",
         f"- **run time**: {facts['run_time_s']:.1f} s over all phases",
         f"- **config sha256**: {facts['config_sha256']}",

@@ -1,8 +1,11 @@
 """The training worker: `python -m lib.trainer RUN_DIR MODEL_SOURCE`, started by lib.training.train.
 
-One training run through the Hugging Face Trainer. The worker rewrites training_metrics.json atomically
-at every logging step and at the end, so whatever stops it, the metrics say how far it got.
-Exit codes: 0 trained and saved; 1 an exception (traceback printed); 130 interrupted (Ctrl-C, SIGTERM).
+One training run through the Hugging Face Trainer, in one process or, under torchrun, in one per
+device: the Trainer then runs DDP (or FSDP2 with `sharding: fsdp`) and each rank trains on its own
+micro-batches. Rank 0 alone writes the evidence: it rewrites training_metrics.json atomically at every
+logging step and at the end, so whatever stops the run, the metrics say how far it got, and it saves
+the model. Exit codes (lib/launcher.py): 0 trained and saved; 1 an exception (traceback printed, and
+recorded for torchrun); 130 interrupted (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import (
     DataCollatorForSeq2Seq,
@@ -33,24 +37,32 @@ from lib.config import RunConfig
 from lib.contract import CHECKPOINTS, CONFIG, FINAL_MODEL, TRAINING_LOG, TRAINING_METRICS
 from lib.data import load_training_records
 from lib.evidence import read_json, write_json
+from lib.launcher import join_processes, process_group_backend, worker_main
 from lib.modeling import DTYPES, load_model, load_tokenizer
 from lib.render import IGNORE_INDEX, encode_traces
 from lib.throughput import Peak, measure_peak_flops, model_flops_utilization, peak_memory, reset_peak_memory
-from lib.training import INTERRUPTED_EXIT
 
 PACK_SEQUENCES = False  # decided by measurement: see build_collator and docs/BENCHMARKS.md
 STEP_WRITE_INTERVAL_S = 1.0  # how often training_metrics.json is rewritten between logging steps
 
 
 class MetricsFile:
-    """training_metrics.json, rewritten atomically at every logging step and at the end."""
+    """training_metrics.json, rewritten atomically at every logging step and at the end, by rank 0 alone.
 
-    def __init__(self, path: Path, cfg: RunConfig, num_records: int, num_parameters: int, peak: Peak):
+    With several processes it also holds `processes` (describe_processes) and every figure counts
+    all of them: tokens, samples, and the peak that MFU divides by is the sum over the ranks' devices.
+    """
+
+    def __init__(self, path: Path, cfg: RunConfig, num_records: int, num_parameters: int, peak: Peak,
+                 processes: dict | None = None, writer: bool = True):
         self.path = path
+        self.writer = writer
         self.static = {
             "max_steps": cfg.max_steps, "num_records": num_records, "num_parameters": num_parameters,
             "device_peak_flops": peak.flops, "device_peak_flops_source": peak.source,
+            **({"processes": processes} if processes else {}),
         }
+        self.peak_flops = processes["peak_flops_all_ranks"] if processes else peak.flops
         self.history: list[dict] = []
         self.steps_completed = 0  # the Trainer's own step counter, not the last logged step
         self.summary: dict = {}
@@ -59,6 +71,8 @@ class MetricsFile:
         self.t0 = self.written_at = time.perf_counter()
 
     def write(self, status: str, error: str | None = None) -> None:
+        if not self.writer:
+            return
         self.written_at = time.perf_counter()
         write_json(self.path, {
             "status": status,  # "running" only while the worker lives
@@ -78,9 +92,11 @@ class EvidenceLogger(TrainerCallback):
     """One flushed line per logging step in training_log.txt, and the metrics file rewritten.
 
     Each record also carries the throughput since the previous one: non-padding tokens/s (the
-    Trainer's own `num_input_tokens_seen`, counted with "non_padding"), samples/s, seconds per
-    optimizer step, and peak memory. A non-finite loss stops the run: training on is pointless
-    and the evidence must say so.
+    Trainer's own `num_input_tokens_seen`, counted with "non_padding" and summed over all ranks),
+    samples/s (all ranks), seconds per optimizer step, and peak memory (rank 0's device). A non-finite
+    loss stops the run: training on is pointless and the evidence must say so. Every rank runs this
+    callback with the same logs (the loss is the mean over the ranks), so every rank stops at the same
+    step; only rank 0 writes and prints.
     """
 
     def __init__(self, metrics: MetricsFile, log_path: Path, max_steps: int, device: str):
@@ -126,9 +142,10 @@ class EvidenceLogger(TrainerCallback):
             f"grad_norm {logs.get('grad_norm', float('nan')):.3f} | "
             f"{record['tokens_per_s']:,.0f} tok/s | {record['elapsed_s']:.1f} s"
         )
-        with self.log_path.open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
-        print(line, flush=True)
+        if state.is_world_process_zero:
+            with self.log_path.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+            print(line, flush=True)
         if not math.isfinite(logs["loss"]):
             raise FloatingPointError(f"non-finite loss {logs['loss']} at step {state.global_step}")
         self.metrics.history.append(record)  # JSON holds no NaN: a non-finite loss stays in the log
@@ -141,8 +158,8 @@ class EvidenceLogger(TrainerCallback):
         seconds = max(now - self.last_t, 1e-9)
         steps = state.global_step - self.last_step
         tokens = state.num_input_tokens_seen - self.last_tokens
-        # Samples as the Trainer counts them for train_samples_per_second: steps x batch x accumulation.
-        samples = steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
+        # Samples as the Trainer counts them for train_samples_per_second: steps x batch x accumulation x ranks.
+        samples = steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         memory, kind = peak_memory(self.device)
         self.peak_bytes = max(self.peak_bytes, memory)  # RSS is a current value: keep the highest seen
         self.last_t, self.last_step, self.last_tokens = now, state.global_step, state.num_input_tokens_seen
@@ -158,8 +175,7 @@ class EvidenceLogger(TrainerCallback):
         """Whole-run tokens, tokens/s and MFU so far: present whatever stops the run."""
         seconds = max(now - self.train_t0, 1e-9)
         tokens = state.num_input_tokens_seen
-        mfu = model_flops_utilization(
-            self.metrics.static["num_parameters"], tokens, seconds, self.metrics.static["device_peak_flops"])
+        mfu = model_flops_utilization(self.metrics.static["num_parameters"], tokens, seconds, self.metrics.peak_flops)
         self.metrics.throughput = {
             "total_tokens": tokens,
             "tokens_per_s": round(tokens / seconds, 1),
@@ -217,6 +233,7 @@ def build_trainer(cfg: RunConfig, model: PreTrainedModel, tokenizer: PreTrainedT
 def build_training_arguments(cfg: RunConfig, output_dir: Path, **overrides) -> TrainingArguments:
     """The run's TrainingArguments; `overrides` only for the benchmark's measured options."""
     return TrainingArguments(
+        **sharding_arguments(cfg),
         output_dir=str(output_dir),
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
@@ -240,12 +257,38 @@ def build_training_arguments(cfg: RunConfig, output_dir: Path, **overrides) -> T
         disable_tqdm=True,  # EvidenceLogger prints one line per logging step instead
         dataloader_num_workers=0,  # no worker processes: Windows spawns, and the data is small
         include_num_input_tokens_seen="non_padding",  # tokens/s and MFU count real tokens only
+        # Several processes: every parameter takes part in the loss, so DDP need not search the
+        # graph for unused ones at every step (the Trainer's default does, and warns about it).
+        ddp_find_unused_parameters=False,
+        ddp_backend=process_group_backend(cfg.device, cfg.num_processes),
         **overrides,
     )
 
 
+def sharding_arguments(cfg: RunConfig) -> dict:
+    """The Trainer's FSDP settings for `sharding: fsdp`; nothing for DDP or one process.
+
+    FSDP2 full shard through Accelerate: each decoder layer (the model's `_no_split_modules`) is
+    one unit whose parameters are gathered for its forward and backward and resharded after;
+    Accelerate puts Gemma's tied input embedding and output head in one unit, as FSDP2 needs for a
+    shared parameter. The model is saved as one ordinary folder (a full state dict gathered on rank 0),
+    as with DDP, so evaluation loads it unchanged.
+    """
+    if cfg.sharding != "fsdp":
+        return {}
+    return {"fsdp": True, "fsdp_config": {
+        "version": 2,
+        "reshard_after_forward": True,  # full shard (ZeRO-3); False keeps layers gathered until backward
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "state_dict_type": "FULL_STATE_DICT",
+        "cpu_ram_efficient_loading": False,  # each rank loads the weights; fine for a 2B model
+        "activation_checkpointing": False,
+    }}
+
+
 def run_training(cfg: RunConfig, run_dir: Path, model_source: str) -> None:
     """Train once and save the final model; the metrics file records how it ended, always."""
+    processes = join_processes(cfg.device, cfg.num_processes)  # first: it selects this rank's GPU
     tokenizer = load_tokenizer(model_source)
     tokenizer.padding_side = "right"
     # The same records pre-flight checked, encoded the same deterministic way.
@@ -254,15 +297,18 @@ def run_training(cfg: RunConfig, run_dir: Path, model_source: str) -> None:
     model = load_model(model_source, cfg, tokenizer)
     num_parameters = sum(p.numel() for p in model.parameters())
     peak = measure_peak_flops(cfg.device, DTYPES[cfg.dtype])  # < 1 s: the denominator of MFU
-    metrics = MetricsFile(run_dir / TRAINING_METRICS, cfg, len(dataset), num_parameters, peak)
+    metrics = MetricsFile(run_dir / TRAINING_METRICS, cfg, len(dataset), num_parameters, peak,
+                          describe_processes(cfg, processes, peak), writer=processes.is_main_process)
     logger = EvidenceLogger(metrics, run_dir / TRAINING_LOG, cfg.max_steps, cfg.device)
     trainer = build_trainer(cfg, model, tokenizer, dataset, run_dir / CHECKPOINTS, [logger])
+    where = f"rank {processes.process_index} of {processes.num_processes} on {device_name(processes)}, " if (
+        processes.num_processes > 1) else ""
     print(f"training {num_parameters:,} parameters on {len(dataset)} records for {cfg.max_steps} steps "
-          f"(process {os.getpid()}); device peak {peak.flops / 1e9:,.1f} GFLOP/s ({peak.source})", flush=True)
+          f"({where}process {os.getpid()}); device peak {peak.flops / 1e9:,.1f} GFLOP/s ({peak.source})", flush=True)
     metrics.write("running")
     try:
         trainer.train()
-        trainer.save_model(str(run_dir / FINAL_MODEL))
+        trainer.save_model(str(run_dir / FINAL_MODEL))  # rank 0 writes (FSDP: after gathering the shards)
     except BaseException as exc:  # KeyboardInterrupt included: the metrics must say why it stopped
         if isinstance(exc, KeyboardInterrupt):
             cause = f"interrupted by {str(exc) or 'Ctrl-C'}"
@@ -271,10 +317,31 @@ def run_training(cfg: RunConfig, run_dir: Path, model_source: str) -> None:
         metrics.write("failed", error=cause)
         raise
     metrics.write("completed")  # the plots are drawn by the kernel, from this file (lib/training.py)
+    if processes.num_processes > 1:
+        processes.destroy_process_group()  # a clean exit; torch warns about a group left open
 
 
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+def describe_processes(cfg: RunConfig, processes: PartialState, peak: Peak) -> dict | None:
+    """The world size, backend and sharding, and each rank's device and matmul peak; None for one process."""
+    if processes.num_processes == 1:
+        return None
+    ranks = gather_object([{"rank": processes.process_index, "device": device_name(processes), "pid": os.getpid(),
+                            "device_peak_flops": peak.flops}])
+    return {
+        "world_size": processes.num_processes,
+        "launcher": "torchrun",
+        "backend": processes.backend,
+        "sharding": "FSDP2 full shard" if cfg.sharding == "fsdp" else "none (DDP: a full copy on each rank)",
+        "ranks": sorted(ranks, key=lambda r: r["rank"]),
+        "peak_flops_all_ranks": sum(r["device_peak_flops"] for r in ranks),
+    }
+
+
+def device_name(processes: PartialState) -> str:
+    """'cuda:1 (NVIDIA H100 80GB HBM3)', or 'cpu' (Accelerate calls every rank's CPU cpu:0)."""
+    if processes.device.type == "cuda":
+        return f"{processes.device} ({torch.cuda.get_device_name(processes.device)})"
+    return processes.device.type
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,17 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help=f"the run folder; its {CONFIG} holds the parameters")
     parser.add_argument("model_source", help="hub id or local folder, as resolved by pre-flight")
     args = parser.parse_args(argv)
-    # A polite stop (the notebook interrupted, `kill`) gets the same clean ending as Ctrl-C.
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    cfg = RunConfig.from_parameters(read_json(args.run_dir / CONFIG)["parameters"])
-    try:
-        run_training(cfg, args.run_dir, args.model_source)
-    except KeyboardInterrupt:
-        return INTERRUPTED_EXIT
-    except Exception:
-        traceback.print_exc()
-        return 1
-    return 0
+    return worker_main(lambda: run_training(
+        RunConfig.from_parameters(read_json(args.run_dir / CONFIG)["parameters"]), args.run_dir, args.model_source))
 
 
 if __name__ == "__main__":

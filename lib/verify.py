@@ -296,6 +296,9 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
         say.expect("config_sha256", facts["config_sha256"], config.get("sha256", "n/a"), CONFIG)
         if config.get("valid"):
             say.expect("model", facts["model"], config["parameters"]["model_name"], CONFIG)
+            say.expect("processes.count", facts["processes"]["count"], config["parameters"]["num_processes"], CONFIG)
+    if training is not None and training.get("processes"):
+        say.expect("processes.count", facts["processes"]["count"], training["processes"]["world_size"], TRAINING_METRICS)
     # Against the manifest, not the folder: a plot deleted later is the manifest check's to name.
     entries = read_manifest(run_dir, [])
     listed = sorted(path for path in entries if "/" not in path and path.endswith(".png")) if entries else None

@@ -1,9 +1,10 @@
-"""Fault injection for the failure tests: `PYTHONPATH=tests/faults M44_FAULT=<name>`.
+"""Fault injection for the failure tests: `PYTHONPATH=tests/faults M44_FAULT=<name> [M44_FAULT_RANK=<r>]`.
 
 Python imports `sitecustomize` at start-up, so the notebook kernel and the training worker
 (both children of the test) get the fault without a line of fault code in lib/. Each fault
 patches a library function the moment its module is first imported, so a process that never
-imports it pays nothing.
+imports it pays nothing. Under torchrun every rank imports it; M44_FAULT_RANK limits the fault
+to one rank (torchrun's RANK), and without it every process gets the fault.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import importlib.util
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 FAULT = os.environ.get("M44_FAULT", "")
 AT_STEP = 3  # training faults fire once the Trainer has reached this optimizer step
+# A process outside torchrun has no RANK; a fault meant for one rank spares it and every other rank.
+ON_THIS_RANK = os.environ.get("M44_FAULT_RANK", os.environ.get("RANK")) == os.environ.get("RANK")
 
 
 def _on_import(module_name: str, patch) -> None:
@@ -43,19 +47,37 @@ def _on_import(module_name: str, patch) -> None:
 
 
 def _at_step(action):
-    """Wrap Trainer.training_step so that `action` runs at AT_STEP, in the training worker."""
+    """Wrap Trainer.training_step so that `action` runs at AT_STEP, in the training worker.
+
+    With M44_FAULT_MARK set, the time it first fires is written to that file: a test can measure
+    how long the run takes to end after the fault.
+    """
 
     def patch(trainer_module):
         original = trainer_module.Trainer.training_step
 
         def training_step(self, *args, **kwargs):
             if self.state.global_step >= AT_STEP:
+                mark = Path(os.environ.get("M44_FAULT_MARK", ""))
+                if mark.name and not mark.exists():
+                    mark.write_text(repr(time.time()), encoding="utf-8")
                 action(self)
             return original(self, *args, **kwargs)
 
         trainer_module.Trainer.training_step = training_step
 
     _on_import("transformers.trainer", patch)
+
+
+def _once(action):
+    fired = []
+
+    def once(trainer):
+        if not fired:
+            fired.append(True)
+            action(trainer)
+
+    return once
 
 
 def _oom(trainer):
@@ -148,6 +170,9 @@ FAULTS = {
     "sigkill": lambda: _at_step(lambda trainer: os.kill(os.getpid(), signal.SIGKILL)),
     "sigterm": lambda: _at_step(lambda trainer: os.kill(os.getpid(), signal.SIGTERM)),
     "sigint": lambda: _at_step(lambda trainer: os.kill(os.getpid(), signal.SIGINT)),
+    # The parent of a rank is torchrun: SIGTERM to it is what `kill`, a scheduler or the notebook's
+    # interrupt sends, and torchrun passes it on to every rank. Once: the rank trains on until it arrives.
+    "sigterm_torchrun": lambda: _at_step(_once(lambda trainer: os.kill(os.getppid(), signal.SIGTERM))),
     "nan_loss": lambda: _on_import("transformers.trainer", _nan_loss),
     "disk_full": lambda: _on_import("safetensors.torch", _disk_full),
     "generation_error": lambda: _on_import("transformers.generation.utils", _generation_error),
@@ -157,5 +182,5 @@ FAULTS = {
     "disk_full_at_the_end": lambda: _full_disk(even_for_the_failure=True),
 }
 
-if FAULT:
+if FAULT and ON_THIS_RANK:
     FAULTS[FAULT]()
