@@ -10,10 +10,10 @@ import torch
 
 from lib.config import RunConfig
 from lib.contract import (
-    CONFIG, ENV_SNAPSHOT, EVAL_RESULTS, FAILURE_ANALYSIS, GPU_SNAPSHOT, MANIFEST, SUMMARY, SUMMARY_FACTS,
+    CONFIG, ENV_SNAPSHOT, EVAL_RESULTS, FAILURE_ANALYSIS, GPU_SNAPSHOT, MANIFEST, PREFLIGHT, SUMMARY, SUMMARY_FACTS,
     TRAINING_LOG, TRAINING_METRICS, required,
 )
-from lib.evidence import read_json, write_json, write_manifest, write_text
+from lib.evidence import read_json, sha256_file, write_json, write_manifest, write_text
 from lib.snapshot import write_env_snapshot, write_gpu_snapshot
 from lib.summary import outcome_line, render_failure_analysis, render_summary
 
@@ -62,7 +62,9 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
     metrics = read_json(run_dir / TRAINING_METRICS)
     history = metrics.get("history") or []
     results_path = run_dir / EVAL_RESULTS
+    evaluation = read_json(results_path)["metrics"] if results_path.exists() else None
     config = read_json(run_dir / CONFIG)
+    preflight = run_dir / PREFLIGHT
     return {
         "status": "completed" if failed is None else f"failed in {failed['name']}",
         "failed": None if failed is None else {k: failed[k] for k in ("name", "cause", "duration_s")},
@@ -73,6 +75,13 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
         "hardware": _hardware(),
         "run_time_s": round(sum(p["duration_s"] for p in phases), 3),
         "config_sha256": config.get("sha256", "n/a"),
+        # The files the run read, named and hashed for the report's first screen; their record counts
+        # come from the phases that loaded them (absent when the phase did not run).
+        "data": None if cfg is None else {
+            "train": _data_file(cfg, "train_file", metrics.get("num_records")),
+            "eval": _data_file(cfg, "eval_file", evaluation["trained"]["n"] if evaluation else None),
+        },
+        "preflight": read_json(preflight)["checks"] if preflight.exists() else None,
         "repository": {k: repository.get(k) for k in ("commit", "dirty", "unchanged", "change")},
         "training": {
             "status": metrics["status"],
@@ -81,7 +90,7 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
             "first": _point(history[0]) if history else None,
             "last": _point(history[-1]) if history else None,
         },
-        "evaluation": read_json(results_path)["metrics"] if results_path.exists() else None,
+        "evaluation": evaluation,
         "phases": [{k: p[k] for k in ("name", "status", "duration_s", "cause")} for p in phases],
         "plots": plot_files(run_dir),
         "failure": None if failed is None else {
@@ -90,6 +99,11 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
             "traceback": failed["traceback"],
         },
     }
+
+
+def _data_file(cfg: RunConfig, key: str, records: int | None) -> dict:
+    path = cfg.path(key)
+    return {"file": getattr(cfg, key), "sha256": sha256_file(path) if path.is_file() else None, "records": records}
 
 
 def plot_files(run_dir: Path) -> list[str]:

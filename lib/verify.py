@@ -25,7 +25,8 @@ What is checked:
 2. The contract (lib/contract.py): the files required by the outcome m44_summary.json states, the
    two verbatim statements, no failure_analysis.md in a completed run.
 3. The facts. m44_summary.json against the files it was gathered from (training_metrics.json,
-   evaluation_results.json's metrics, config.json, the plots present), and m44_summary.md and
+   evaluation_results.json's metrics, preflight.json's checks, config.json with the data files' names,
+   the plots present; the data files' sha256 are taken as recorded, the files may be elsewhere), and m44_summary.md and
    failure_analysis.md against their rendering from it (lib/summary.py), byte for byte.
    evaluation_results.json's metrics against the same computation from its own items, and
    evaluation_summary.md against its rendering from them (lib/results.py). Numbers are never
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from lib.contract import (
-    CONFIG, EVAL_RESULTS, EVAL_SUMMARY, FAILURE_ANALYSIS, MANIFEST, NOTEBOOK, REPORT, STATEMENTS, SUMMARY,
+    CONFIG, EVAL_RESULTS, EVAL_SUMMARY, FAILURE_ANALYSIS, MANIFEST, NOTEBOOK, PREFLIGHT, REPORT, STATEMENTS, SUMMARY,
     SUMMARY_FACTS, TRAINING_METRICS, WEIGHT_DIRS, required,
 )
 from lib.evidence import sha256_file
@@ -211,13 +212,23 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
         for key, record in (("first", history[0] if history else None), ("last", history[-1] if history else None)):
             point = None if record is None else {"step": record["step"], "loss": record["loss"]}
             say.expect(f"training.{key}", facts["training"][key], point, TRAINING_METRICS)
+        if facts["data"] is not None:
+            say.expect("data.train.records", facts["data"]["train"]["records"], training.get("num_records"),
+                       TRAINING_METRICS)
     results = load_json(run_dir, EVAL_RESULTS, [])  # an unreadable one is reported by check()
     say.expect("evaluation", facts["evaluation"], results.get("metrics") if results else None, EVAL_RESULTS)
+    if facts["data"] is not None:
+        say.expect("data.eval.records", facts["data"]["eval"]["records"],
+                   results["metrics"]["trained"]["n"] if results else None, EVAL_RESULTS)
+    preflight = load_json(run_dir, PREFLIGHT, problems)
+    say.expect("preflight", facts["preflight"], preflight.get("checks") if preflight else None, PREFLIGHT)
     config = load_json(run_dir, CONFIG, problems)
     if config is not None:
         say.expect("config_sha256", facts["config_sha256"], config.get("sha256", "n/a"), CONFIG)
         if config.get("valid"):
             say.expect("model", facts["model"], config["parameters"]["model_name"], CONFIG)
+            for key, name in (("train", "train_file"), ("eval", "eval_file")):
+                say.expect(f"data.{key}.file", facts["data"][key]["file"], config["parameters"][name], CONFIG)
     # Against the manifest, not the folder: a plot deleted later is the manifest check's to name.
     entries = read_manifest(run_dir, [])
     listed = sorted(path for path in entries if "/" not in path and path.endswith(".png")) if entries else None
