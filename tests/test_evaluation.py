@@ -138,6 +138,7 @@ def test_write_evaluation_writes_both_files(embedded_cfg, tmp_path, capsys):
     assert "## What training changed" in summary
     out = capsys.readouterr().out
     assert "trained: accuracy 66.7%" in out and "difference: +66.7 points" in out
+    assert (tmp_path / "comparison.png").read_bytes().startswith(b"\x89PNG")  # drawn with the results
 
 
 def test_a_single_model_has_no_comparison(embedded_cfg, tmp_path):
@@ -148,6 +149,7 @@ def test_a_single_model_has_no_comparison(embedded_cfg, tmp_path):
     summary = (tmp_path / SUMMARY_NAME).read_text(encoding="utf-8")
     assert "What training changed" not in summary and "| trained | 66.7%" in summary
     assert "strict (trained)" in summary and "(baseline)" not in summary
+    assert not (tmp_path / "comparison.png").exists()  # nothing to compare
 
 
 def test_an_output_with_backticks_cannot_break_the_example_fence():
