@@ -60,7 +60,8 @@ CAPTIONS = {
                      "of long and of short records alternate, and long ones use the device better: the sawtooth "
                      "is the data order, not a slowdown. Other load on a shared machine shows here too.",
     MEMORY_PLOT: "The highest value seen so far, so the line never falls; the axis starts at 0. The first point "
-                 "already holds the model, its gradients, the optimizer state and the data.",
+                 "already holds the model, its gradients and the optimizer state (and, measured on the CPU, the "
+                 "process's libraries).",
 }
 
 # The history key each training plot other than the loss draws (lib/plots.py), for its alt text.
@@ -308,7 +309,7 @@ def checks_html(checks: list[dict]) -> str:
         f'<tr class="m44-{c["status"]}"><td><span class="m44-status">{STATUS_WORDS[c["status"]]}</span></td>'
         f"<td>{html.escape(c['name'])}</td><td>{html.escape(c['detail'])}</td></tr>" for c in checks)
     summary = ", ".join(f"{n} {word.lower()}" for status, word in STATUS_WORDS.items() if (n := counts[status]))
-    return (f'<h3>Pre-flight checks <small>({PREFLIGHT}: {summary})</small></h3>'
+    return (f'<h4>Pre-flight checks <small>({PREFLIGHT}: {summary})</small></h4>'
             f'<table class="m44-checks"><thead><tr><th>status</th><th>check</th><th>detail</th></tr></thead>'
             f"<tbody>{rows}</tbody></table>")
 
