@@ -271,3 +271,19 @@ def test_failed_report_opens_on_the_phase_cause_and_checks(browser, failed_run):
         assert "no-such-eval.jsonl" in on_first_screen(page, "causes")
         checks = on_first_screen(page, "checks")
         assert "FAIL\teval data" in checks and "SKIP\ttrain/eval overlap" in checks
+
+
+@pytest.mark.notebook
+def test_the_design_cards_nbconvert_command_renders_the_same_report(failed_run, tmp_path):
+    """README's two-step flow (papermill, then jupyter nbconvert with the template) and lib.execute agree."""
+    shutil.copy(failed_run / "run.ipynb", tmp_path / "run.ipynb")
+    jupyter = Path(sys.executable).with_name("jupyter")
+    done = subprocess.run(
+        [str(jupyter), "nbconvert", "--to", "html", "--no-input",
+         "--TemplateExporter.extra_template_basedirs=lib/report_template", "--template", "m44",
+         str(tmp_path / "run.ipynb")],
+        cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "run.html").read_bytes() == (failed_run / "run.html").read_bytes()
+    assert b"An Exception was encountered" not in (tmp_path / "run.html").read_bytes()
