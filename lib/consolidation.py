@@ -11,7 +11,7 @@ import torch
 from lib.config import RunConfig
 from lib.contract import (
     CONFIG, DATA_REPORT, ENV_SNAPSHOT, EVAL_RESULTS, FAILURE_ANALYSIS, GPU_SNAPSHOT, MANIFEST, PHASE_ORDER, PHASES,
-    SUMMARY, SUMMARY_FACTS, TRAINING_LOG, TRAINING_METRICS, required,
+    PREFLIGHT, SUMMARY, SUMMARY_FACTS, TRAINING_LOG, TRAINING_METRICS, required,
 )
 from lib.evidence import read_json, write_json, write_manifest, write_text
 from lib.runfolder import read_claim
@@ -131,7 +131,9 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
     metrics = read_json(run_dir / TRAINING_METRICS)
     history = metrics.get("history") or []
     results_path = run_dir / EVAL_RESULTS
+    evaluation = read_json(results_path)["metrics"] if results_path.exists() else None
     config = read_json(run_dir / CONFIG)
+    preflight = run_dir / PREFLIGHT
     return {
         "status": "completed" if failed is None else f"failed in {failed['name']}",
         "failed": None if failed is None else {k: failed[k] for k in ("name", "cause", "duration_s")},
@@ -145,6 +147,7 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
         "run_time_s": round(sum(p["duration_s"] for p in phases), 3),
         "config_sha256": config.get("sha256", "n/a"),
         "data": data_facts(run_dir),
+        "preflight": read_json(preflight)["checks"] if preflight.exists() else None,
         "repository": {k: repository.get(k) for k in ("commit", "dirty", "unchanged", "change")},
         "training": {
             "status": metrics["status"],
@@ -153,7 +156,7 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
             "first": _point(history[0]) if history else None,
             "last": _point(history[-1]) if history else None,
         },
-        "evaluation": read_json(results_path)["metrics"] if results_path.exists() else None,
+        "evaluation": evaluation,
         "phases": [{k: p[k] for k in ("name", "status", "duration_s", "cause")} for p in phases],
         "plots": plot_files(run_dir),
         "failure": None if failed is None else {

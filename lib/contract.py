@@ -32,6 +32,7 @@ PLOTS = (LOSS_PLOT, LEARNING_RATE_PLOT, THROUGHPUT_PLOT, MEMORY_PLOT)  # in the 
 # M44.2 evaluation.
 EVAL_RESULTS = "evaluation_results.json"
 EVAL_SUMMARY = "evaluation_summary.md"
+COMPARISON_PLOT = "comparison.png"  # baseline vs trained with the difference's CI: the report's first screen
 # M44.3 consolidation.
 SUMMARY_FACTS = "m44_summary.json"  # the facts m44_summary.md and failure_analysis.md are rendered from
 SUMMARY = "m44_summary.md"

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lib.config import RunConfig
-from lib.contract import EVAL_RESULTS, EVAL_SUMMARY
+from lib.contract import COMPARISON_PLOT, EVAL_RESULTS, EVAL_SUMMARY
 from lib.evidence import read_json, write_json, write_text
 from lib.generation import generate_greedy
 from lib.launcher import run_worker
 from lib.modeling import free_device_memory, load_model, load_tokenizer
+from lib.plots import plot_comparison
 from lib.results import MODELS, build_results, headline, render_evaluation_summary
 
 if TYPE_CHECKING:
@@ -58,9 +59,20 @@ def evaluate(cfg: RunConfig, run_dir: Path, prepared: Prepared, trained: Trained
 
 def write_evaluation(out_dir: Path, cfg: RunConfig, eval_items: list[dict],
                      generations: dict[str, list[dict]], extra: dict | None = None) -> dict:
-    """Score the generations, write evaluation_results.json and its summary, print the headline; return the metrics."""
+    """Score the generations, write evaluation_results.json, its summary and the comparison chart; return the metrics."""
     results = build_results(eval_items, generations, cfg.max_new_tokens, extra)
     write_json(out_dir / EVAL_RESULTS, results)
     write_text(out_dir / EVAL_SUMMARY, render_evaluation_summary(results["metrics"], results["items"]))
+    if "comparison" in results["metrics"]:
+        _write_comparison_plot(results["metrics"], out_dir / COMPARISON_PLOT)
     print(headline(results["metrics"]))
     return results["metrics"]
+
+
+def _write_comparison_plot(metrics: dict, path: Path) -> None:
+    """The chart on the report's first screen. Not a required file, and the summary lists the plots drawn:
+    a plotting error is printed and never turns a finished evaluation into a failed one (as in training)."""
+    try:
+        plot_comparison(metrics, path)
+    except Exception as exc:
+        print(f"comparison chart not drawn: {type(exc).__name__}: {exc}", flush=True)

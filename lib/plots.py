@@ -1,67 +1,156 @@
-"""Training plots saved as PNG files in the run folder (the report embeds them)."""
+"""The run's figures, saved as PNG files in the run folder by the phase that has the numbers (the report embeds them).
+
+Each figure states what it shows in its title and axis labels, with units; linear axes of amounts
+(memory, throughput) start at zero, so a small change looks small.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # the object API: no global pyplot state, no GUI backend
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
 from lib.contract import LEARNING_RATE_PLOT, LOSS_PLOT, MEMORY_PLOT, THROUGHPUT_PLOT
+from lib.results import comparison_rows, points
 
-# (history key, file, y label, log scale); a plot is drawn only when the history has its key.
-CURVES = (
-    ("learning_rate", LEARNING_RATE_PLOT, "learning rate", False),
-    ("tokens_per_s", THROUGHPUT_PLOT, "non-padding tokens / s", False),
-    ("peak_memory_bytes", MEMORY_PLOT, "peak memory (GiB)", False),
-)
+SIZE, DPI = (6.4, 3.2), 120  # 768 x 384 px: two side by side on a wide screen, one per row at 900 px
+GIB = 2**30
+MEMORY_KINDS = {  # lib.throughput.peak_memory's kinds, in words
+    "cpu_rss": "resident memory of the training process (peak so far)",
+    "cuda_allocated": "CUDA memory allocated by tensors (peak so far)",
+}
+BASELINE_COLOR, TRAINED_COLOR = "#8c8c8c", "tab:blue"
+PLAIN = FuncFormatter(lambda value, _: f"{value:g}")  # 0.2, 1, 5 and 2e-05 rather than 10^-1 or an offset
 
 
 def plot_training(history: list[dict], run_dir: Path) -> list[Path]:
-    """The loss with a moving average, then each other curve the history records."""
+    """The loss with a moving average, then learning rate, throughput and memory where the history has them."""
     paths = [plot_loss(history, run_dir / LOSS_PLOT)]
-    for key, name, label, log in CURVES:
-        points = [(h["step"], h[key]) for h in history if h.get(key) is not None]
-        if points:
-            if key == "peak_memory_bytes":
-                kind = next((h.get("memory_kind") for h in history if h.get("memory_kind")), "")
-                points, label = [(s, v / 2**30) for s, v in points], f"{label} {kind}".strip()
-            paths.append(_plot_curve(points, label, log, run_dir / name))
+    if points_of(history, "learning_rate"):
+        paths.append(plot_learning_rate(history, run_dir / LEARNING_RATE_PLOT))
+    if points_of(history, "tokens_per_s"):
+        paths.append(plot_throughput(history, run_dir / THROUGHPUT_PLOT))
+    if points_of(history, "peak_memory_bytes"):
+        paths.append(plot_memory(history, run_dir / MEMORY_PLOT))
     return paths
 
 
+def points_of(history: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of the records that hold `key`; two empty lists when none does."""
+    found = [(h["step"], h[key]) for h in history if h.get(key) is not None]
+    return [s for s, _ in found], [v for _, v in found]
+
+
 def plot_loss(history: list[dict], path: Path) -> Path:
-    """Training loss per logged step, with a moving average when there are enough points."""
-    steps = [h["step"] for h in history]
-    losses = [h["loss"] for h in history]
-    fig, ax = _figure()
-    ax.plot(steps, losses, color="tab:blue", alpha=0.45, label="loss")
+    """Training loss per logged step on a log axis with plain tick labels, and its moving average."""
+    steps, losses = points_of(history, "loss")
+    fig, ax = _figure("Training loss (response tokens only)")
+    ax.plot(steps, losses, color="tab:blue", alpha=0.45, marker=".", markersize=3, label="loss at the logging step")
     window = max(1, len(losses) // 20)
     if window > 1:
         smoothed = pd.Series(losses).rolling(window, min_periods=1).mean()
-        ax.plot(steps, smoothed, color="tab:blue", label=f"moving average ({window} logs)")
-    ax.set_ylabel("training loss (response tokens)")
+        ax.plot(steps, smoothed, color="tab:blue", label=f"moving average of {window} logs")
+    ax.set_ylabel("cross-entropy (nats / token), log scale")
     ax.set_yscale("log")
-    ax.legend()
+    # Ticks at 1-2-5 per decade (every integer multiple within less than a decade), labelled as plain
+    # numbers: a log axis labelled only at the powers of ten hides how far the loss fell.
+    within_decade = max(losses) / min(losses) < 10
+    ax.yaxis.set_major_locator(LogLocator(subs=tuple(range(1, 10)) if within_decade else (1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(PLAIN)
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.legend(fontsize="small")
     return _save(fig, ax, path)
 
 
-def _plot_curve(points: list[tuple[int, float]], label: str, log: bool, path: Path) -> Path:
-    fig, ax = _figure()
-    ax.plot([s for s, _ in points], [v for _, v in points], color="tab:green", marker=".", markersize=3)
-    ax.set_ylabel(label)
-    if log:
-        ax.set_yscale("log")
+def plot_learning_rate(history: list[dict], path: Path) -> Path:
+    steps, rates = points_of(history, "learning_rate")
+    fig, ax = _figure("Learning rate per optimizer step (warmup, then the schedule's decay)")
+    ax.plot(steps, rates, color="tab:green", marker=".", markersize=3)
+    ax.set_ylabel("learning rate")
+    ax.yaxis.set_major_formatter(PLAIN)
+    ax.set_ylim(bottom=0)
     return _save(fig, ax, path)
 
 
-def _figure():
-    fig = Figure(figsize=(7, 3), dpi=90)
-    return fig, fig.add_subplot()
+def plot_throughput(history: list[dict], path: Path) -> Path:
+    steps, rates = points_of(history, "tokens_per_s")
+    mean = float(np.mean(rates))
+    # The mean is named in the title: a legend would cover points wherever the curve goes.
+    fig, ax = _figure(f"Training throughput per logging interval (dashed: their mean, {mean:,.0f} tokens/s)")
+    ax.plot(steps, rates, color="tab:green", marker=".", markersize=3)
+    ax.axhline(mean, color="0.4", linestyle="--", linewidth=1)
+    ax.set_ylabel("non-padding tokens / s")
+    ax.set_ylim(bottom=0)
+    return _save(fig, ax, path)
+
+
+def plot_memory(history: list[dict], path: Path) -> Path:
+    steps, used = points_of(history, "peak_memory_bytes")
+    kind = next((h["memory_kind"] for h in history if h.get("memory_kind")), "")
+    fig, ax = _figure(f"Peak memory: {MEMORY_KINDS.get(kind, kind or 'as measured')}")
+    ax.plot(steps, [u / GIB for u in used], color="tab:purple", marker=".", markersize=3)
+    ax.set_ylabel("GiB (axis from 0)")
+    ax.set_ylim(0, max(used) / GIB * 1.15)
+    return _save(fig, ax, path)
+
+
+def plot_comparison(metrics: dict, path: Path) -> Path:
+    """Baseline vs trained per compared metric, and the paired difference with its confidence interval.
+
+    `metrics` is evaluation_results.json's `metrics` with both models and the comparison.
+    """
+    rows = comparison_rows(metrics)
+    names = [r["metric"].replace(" ", "\n") for r in rows]  # two short lines fit under a pair of bars
+    confidence = rows[0]["confidence"]
+    fig = Figure(figsize=(7.2, 2.9), dpi=100)  # 720 x 290 px: beside the card's numbers on a wide screen
+    rates, diffs = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.2, 1]})
+
+    x, width = np.arange(len(rows)), 0.38
+    for offset, label, color in ((-width / 2, "baseline", BASELINE_COLOR), (width / 2, "trained", TRAINED_COLOR)):
+        bars = rates.bar(x + offset, [r[label] * 100 for r in rows], width, label=label, color=color)
+        rates.bar_label(bars, fmt="%.1f", fontsize=7.5, padding=2)
+    rates.set_xticks(x, names)
+    rates.set_ylim(0, 115)
+    rates.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    rates.set_ylabel(f"% of {rows[0]['n']} eval items")
+    rates.set_title("Baseline vs trained (%)", fontsize="medium")
+    rates.legend(fontsize="small", loc="upper left", ncols=2)
+
+    y = np.arange(len(rows))[::-1]
+    middle = np.array([r["difference"] for r in rows]) * 100
+    low = np.array([r["ci_low"] for r in rows]) * 100
+    high = np.array([r["ci_high"] for r in rows]) * 100
+    diffs.errorbar(middle, y, xerr=[middle - low, high - middle], fmt="o", color=TRAINED_COLOR, capsize=5)
+    diffs.axvline(0, color="0.3", linewidth=0.8)
+    left, right = min(float(low.min()), 0.0), max(float(high.max()), 0.0)  # zero always in view
+    pad = max(3.0, (right - left) * 0.08)
+    diffs.set_xlim(left - pad, right + pad)
+    diffs.set_ylim(-0.6, len(rows) - 0.4)
+    # The numbers in the tick labels, where no point or interval can cover them.
+    diffs.set_yticks(y, [f"{r['metric']}\n{points(r['difference'])} ({points(r['ci_low'])} to {points(r['ci_high'])})"
+                         for r in rows], fontsize=8)
+    diffs.yaxis.set_minor_locator(NullLocator())
+    diffs.set_xlabel("trained minus baseline (points)")
+    diffs.set_title(f"Difference with its {confidence:.0%} CI", fontsize="medium")
+    diffs.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _figure(title: str):
+    fig = Figure(figsize=SIZE, dpi=DPI)
+    ax = fig.add_subplot()
+    ax.set_title(title, fontsize="medium")
+    return fig, ax
 
 
 def _save(fig: Figure, ax, path: Path) -> Path:
     ax.set_xlabel("optimizer step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

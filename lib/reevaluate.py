@@ -1,23 +1,31 @@
 """Evaluate a saved model folder on any eval file, through the run's own generation and scoring code.
 
     python -m lib.reevaluate --model submission_runs/<run>/checkpoints/final \\
-        --eval-file data/eval_v2.jsonl --out reevaluations/<name> [--params params/embedded.yaml]
+        --eval-file data/eval_v2.jsonl --out reevaluations/<name> [--params params/embedded.yaml] \\
+        [--baseline auto|none|<model folder or hub id>]
 
 Settings (device, dtype, attention, eval_batch_size, max_new_tokens, seed) come from the
 official defaults overlaid with the --params file, by lib.config.load_config as every entry point
 resolves them; model_name, eval_file and run_dir are set from --model, --eval-file
 and --out. The eval file is read by lib.data.load_eval (a malformed record is refused, naming
-file, line and field); generation, scoring and both output files come from lib.evaluation.
+file, line and field); generation, scoring and the output files come from lib.evaluation.
+
+The base model is evaluated too, so that a re-evaluation shows what training changed, as a run does.
+With --baseline auto (the default) it is the run folder's base_model/ when --model is a run's
+checkpoints/<name> and the folder is there, else the profile's model_name (resolved as pre-flight
+resolves it: the embedded model is built again from the profile's training file and seed, into
+--out/base_model/; a hub model needs access or the local cache). If neither is available the
+command says why and scores --model alone. --baseline none skips it; a folder or hub id names it.
 
 --out must be a new (or empty) folder, not inside the model folder and not inside a finished
 run folder (any folder above it holding m44_summary.md or manifest.json): a finished run's
 evidence is never added to or changed.
 
-What it writes into --out: evaluation_results.json and evaluation_summary.md, the same files a
-run writes, for ONE model, which is labelled "trained" (it is normally a run's trained
-checkpoint), so `metrics.trained` and `items[].trained` read as in a run's file. There is no
-baseline, so `metrics` has no "baseline" and no "comparison", `models` is ["trained"], and the
-file adds `reevaluation` (model folder, eval file and its sha256, the resolved parameters).
+What it writes into --out: evaluation_results.json, evaluation_summary.md and comparison.png, the
+same files a run writes: --model is labelled "trained" and the base model "baseline", so `metrics`
+and `items` read as in a run's file. Without a baseline, `metrics` has no "baseline" and no
+"comparison", `models` is ["trained"] and there is no chart. The file adds `reevaluation` (model
+folder, the baseline and how it was found, eval file and its sha256, the resolved parameters).
 """
 
 from __future__ import annotations
@@ -29,12 +37,12 @@ from pathlib import Path
 import torch
 
 from lib.config import RunConfig, load_config
-from lib.contract import MANIFEST, SUMMARY
-from lib.data import DataError, load_eval
+from lib.contract import BASE_MODEL, CHECKPOINTS, MANIFEST, SUMMARY
+from lib.data import DataError, load_eval, load_traces
 from lib.evaluation import generate_for, write_evaluation
 from lib.evidence import sha256_file
+from lib.model_source import resolve_model_source
 
-LABEL = "trained"
 # Files whose presence marks a run folder as finished (consolidation writes them last).
 FINISHED_MARKERS = (SUMMARY, MANIFEST)
 
@@ -60,12 +68,34 @@ def refuse_out(out: Path, model: Path) -> None:
             )
 
 
+def find_baseline(choice: str, model: Path, params_file: Path | None, out: Path) -> tuple[str | None, str]:
+    """The base model to score beside --model, and how it was found; (None, why) when there is none."""
+    if choice == "none":
+        return None, "not evaluated (--baseline none)"
+    if choice != "auto":
+        return choice, "named by --baseline"
+    in_run = model.parent.parent / BASE_MODEL
+    if model.parent.name == CHECKPOINTS and (in_run / "config.json").is_file():
+        return str(in_run), f"the run folder's {BASE_MODEL}/"
+    profile = load_config(params_file, {"run_dir": str(out)})
+    try:  # as pre-flight resolves it; the embedded model's tokenizer is trained on the training texts
+        traces = load_traces(profile.path("train_file")) if profile.uses_embedded_model else []
+        source = resolve_model_source(profile, traces, out)
+    except (OSError, ImportError, RuntimeError, ValueError) as exc:  # missing, no package, no access, bad data
+        return None, (f"not evaluated: the profile's model {profile.model_name!r} is not available "
+                      f"({type(exc).__name__}: {exc})")
+    return source.source, f"the profile's model {profile.model_name!r}: {source.detail}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="a saved model folder (config, weights, tokenizer)")
     parser.add_argument("--eval-file", type=Path, required=True, help="a JSONL file of the eval schema")
-    parser.add_argument("--out", type=Path, required=True, help="a NEW folder for the two result files")
+    parser.add_argument("--out", type=Path, required=True, help="a NEW folder for the result files")
     parser.add_argument("--params", type=Path, help="a params/ YAML file (default: the official defaults, lib/config.py)")
+    parser.add_argument("--baseline", default="auto",
+                        help="the base model to compare with: auto (default: the run's base_model/, else the "
+                             "profile's model), none, or a model folder or hub id")
     args = parser.parse_args(argv)
     model, eval_file, out = (p if p.is_absolute() else Path.cwd() / p for p in (args.model, args.eval_file, args.out))
 
@@ -83,9 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("device is 'cuda' but no CUDA device was found; use a params file with device: cpu")
 
     out.mkdir(parents=True, exist_ok=True)
-    generations = {LABEL: generate_for(str(model), cfg, eval_items, LABEL)}
+    baseline, how = find_baseline(args.baseline, model, args.params, out)
+    print(f"baseline: {baseline or '-'} ({how})", flush=True)
+    sources = {"baseline": baseline, "trained": str(model)}
+    generations = {label: generate_for(source, cfg, eval_items, label) for label, source in sources.items() if source}
     write_evaluation(out, cfg, eval_items, generations, extra={"reevaluation": {
         "model": str(model),
+        "baseline": {"model": baseline, "how": how},
         "eval_file": str(eval_file),
         "eval_file_sha256": sha256_file(eval_file),
         "parameters": cfg.to_dict(),

@@ -1,36 +1,74 @@
 """What the notebook shows under each phase, read back from the run folder's evidence files.
 
-Display only: these helpers write nothing (every evidence file is written inside a phase), and none
-of them can stop the run: an error while showing something is printed in its place, and the run goes
-on to consolidation exactly as it would have without it. The report (run.html) is the executed
-notebook with its code hidden, so these displays are the report's content. The summary card at the
-top is a display that `show_outcome` replaces at the end (Jupyter's update_display, which papermill
-and nbclient write into the executed notebook), so the first screen of the report states how the
-run ended.
+Display only: these helpers write nothing (every evidence file, every plot included, is written inside
+a phase), and none of them can stop the run: an error while showing something is printed in its
+place, and the run goes on to consolidation exactly as it would have without it. The report (run.html)
+is the executed notebook with its code hidden, so these displays are the report's content; the
+stylesheet for their classes is the report template's (lib/report_template/m44/m44.css).
+
+The summary card at the top is a display that `show_outcome` replaces at the end (Jupyter's
+update_display, which papermill and nbclient write into the executed notebook), so the first screen
+of the report states how the run ended. Everything on it comes from the facts: m44_summary.json,
+preflight.json, and the comparison chart the evaluation phase drew.
+
+Each display is HTML (or Markdown) without a text/plain form, so `papermill --log-output` and
+`make demo` print only what the phases print (progress and the outcome), never a table's repr.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import html
+import json
 import warnings
 from pathlib import Path
 
-import pandas as pd
-from IPython.display import HTML, Image, Markdown, display, update_display
+from IPython.display import display, update_display
 
 from lib.contract import (
-    CONFIG, ENV_SNAPSHOT, EVAL_RESULTS, GPU_SNAPSHOT, MANIFEST, PLOTS, SUMMARY, TRAINING_METRICS,
+    COMPARISON_PLOT, CONFIG, ENV_SNAPSHOT, EVAL_RESULTS, FAILURE_ANALYSIS, GPU_SNAPSHOT, LEARNING_RATE_PLOT,
+    LOSS_PLOT, MANIFEST, MEMORY_PLOT, PLOTS, PREFLIGHT, STATEMENTS, SUMMARY_FACTS, THROUGHPUT_PLOT,
+    TRAINING_METRICS,
 )
 from lib.evidence import read_json
-from lib.results import SCORECARD_BY, example_items, scorecard_rows
+from lib.results import (
+    SCORECARD_BY, SCORECARD_METRICS, ci_text, comparison_rows, example_items, formatted, models_in, percent,
+    points, right_or_wrong, scorecard_rows,
+)
+from lib.stats import word_verdict
+from lib.summary import (
+    NO_TRACEBACK, STATEMENTS_MEANING, completed, consequences, data_files, data_line, file_name, next_step,
+    root_causes,
+)
 
 # tqdm.auto warns in a kernel without ipywidgets; the run shows no progress bars (lib/modeling.py
-# turns them off), it prints one line per logging step and per generation batch instead.
+# turns them off), it prints one line per logging step and per generation batch instead. The
+# notebook imports this module first, so the filter is in place before anything imports tqdm.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 CARD_ID = "m44-summary-card"
 EXAMPLE_CHARS = 600  # long generations are cut in the report; the JSON keeps them whole
+STATUS_WORDS = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP"}
+
+# Per training plot: a caption that explains what the figure alone cannot.
+CAPTIONS = {
+    LOSS_PLOT: "Loss on the response tokens only (the prompt is masked), at each logging step; the darker line "
+               "is a moving average.",
+    LEARNING_RATE_PLOT: "Warmup over the first warmup_ratio of the steps, then the lr_scheduler's decay "
+                        "(both in config.json).",
+    THROUGHPUT_PLOT: "Non-padding tokens per second over each logging interval. Batches are grouped by length "
+                     "(the Trainer's length-grouped sampler orders each mega-batch longest first), so intervals "
+                     "of long and of short records alternate, and long ones use the device better: the sawtooth "
+                     "is the data order, not a slowdown. Other load on a shared machine shows here too.",
+    MEMORY_PLOT: "The highest value seen so far, so the line never falls; the axis starts at 0. The first point "
+                 "already holds the model, its gradients and the optimizer state (and, measured on the CPU, the "
+                 "process's libraries).",
+}
+
+# The history key each training plot other than the loss draws (lib/plots.py), for its alt text.
+PLOT_KEYS = {LEARNING_RATE_PLOT: "learning_rate", THROUGHPUT_PLOT: "tokens_per_s", MEMORY_PLOT: "peak_memory_bytes"}
+SIDE_BY_SIDE = ("section", "difficulty")  # short scorecards, shown next to each other on a wide page
 
 
 def never_fails(show):
@@ -48,31 +86,40 @@ def never_fails(show):
     return safe
 
 
+def _show(mime: str, text: str, **kwargs) -> None:
+    display({mime: text}, raw=True, **kwargs)
+
+
+# --- the displays, one per notebook section ------------------------------------------------------
+
+
 @never_fails
 def show_summary_card() -> None:
-    """The first output of the run; `show_outcome` fills it with m44_summary.md."""
-    display(Markdown(
-        "**M44 run in progress.** When the run ends, this card is replaced by its summary. "
-        "If a report shows this text, the notebook stopped before consolidation."
-    ), display_id=CARD_ID)
+    """The first output of the run; `show_outcome` fills it with the outcome."""
+    _show("text/html", '<section class="m44-card"><p class="m44-outcome"><b>M44 run in progress.</b> When the '
+          "run ends, this card is replaced by its outcome. If a report shows this text, the notebook stopped "
+          "before consolidation.</p></section>", display_id=CARD_ID)
 
 
 @never_fails
 def show_preflight(run_dir: Path) -> None:
-    """The resolved parameters, the snapshots' key facts as a table, the full files folded below."""
+    """The pre-flight checks, the resolved parameters, the snapshots' key facts; the full snapshots folded."""
+    parts = []
+    if (run_dir / PREFLIGHT).is_file():
+        parts.append(checks_html(read_json(run_dir / PREFLIGHT)["checks"]))
     config = read_json(run_dir / CONFIG)
-    display(pd.DataFrame({"value": {k: repr(v) for k, v in config["parameters"].items()}}).rename_axis(
-        f"parameters (sha256 {config.get('sha256', 'n/a')[:12]})"))
+    parts.append(f"<h4>Parameters <small>(config.json, sha256 <code>{html.escape(config.get('sha256', 'n/a'))}"
+                 "</code>)</small></h4>" + pairs_html(config["parameters"], "m44-params"))
     snapshots = {
         name: (run_dir / name).read_text(encoding="utf-8")
         for name in (ENV_SNAPSHOT, GPU_SNAPSHOT) if (run_dir / name).exists()
     }
     facts = {key: value for text in snapshots.values() for key, value in _top_facts(text).items()}
     if facts:
-        with pd.option_context("display.max_colwidth", None):
-            display(pd.DataFrame({"value": facts}).rename_axis("environment"))
-    for name, text in snapshots.items():
-        display(HTML(f"<details><summary>{name}</summary><pre>{html.escape(text)}</pre></details>"))
+        parts.append("<h4>Environment</h4>" + pairs_html(facts, "m44-env"))
+    parts += [f"<details><summary>{name} (whole file)</summary><pre>{html.escape(text)}</pre></details>"
+              for name, text in snapshots.items()]
+    _show("text/html", "\n".join(parts))
 
 
 def _top_facts(text: str) -> dict[str, str]:
@@ -89,52 +136,249 @@ def _top_facts(text: str) -> dict[str, str]:
 
 @never_fails
 def show_training(run_dir: Path) -> None:
-    """The training plots the phase drew (loss, learning rate, throughput, memory)."""
+    """The training plots the phase drew, each with a caption and an alt text stating its numbers."""
     path = run_dir / TRAINING_METRICS
-    history = read_json(path).get("history", []) if path.exists() else []
+    metrics = read_json(path) if path.exists() else {}
+    history = metrics.get("history") or []
     if not history:
-        print("no training curves: training logged no step")
+        _show("text/html", "<p>No training curves: training logged no step.</p>")
         return
-    for name in PLOTS:
-        if (run_dir / name).is_file():
-            display(Image(filename=str(run_dir / name)))
+    figures = [figure_html((run_dir / name).read_bytes(), training_alt(name, history), CAPTIONS[name])
+               for name in PLOTS if (run_dir / name).is_file()]
+    _show("text/html", f"<p>{training_line(metrics)}</p><div class=\"m44-figures\">{''.join(figures)}</div>")
 
 
 @never_fails
 def show_evaluation(run_dir: Path) -> None:
-    """The scorecards, then example generations, right and wrong, per section."""
+    """The scorecards, then example generations of both models side by side, right and wrong, per section."""
     path = run_dir / EVAL_RESULTS
     if not path.exists():
-        print("no evaluation results: evaluation did not complete")
+        _show("text/html", "<p>No evaluation results: evaluation did not complete.</p>")
         return
     items = read_json(path)["items"]
-    for by in SCORECARD_BY:
-        display(Markdown(f"**Scorecard by {by}**"))
-        display(pd.DataFrame(scorecard_rows(items, by)).set_index(by).round(2))
-    display(Markdown("**Example generations** (trained model; one right and one wrong per section, where there is one)"))
-    display(HTML(_examples(items)))
-
-
-def _examples(items: list[dict]) -> str:
-    rows = []
-    for verdict, item in example_items(items, "trained"):
-        output = item["trained"]["output"]
-        cut = output[:EXAMPLE_CHARS] + (" [...]" if len(output) > EXAMPLE_CHARS else "")
-        rows.append(
-            f"<tr><td>{html.escape(item['id'])}<br>{item['section']}<br><b>{verdict}</b></td>"
-            f"<td><pre>{html.escape(item['prompt'][:EXAMPLE_CHARS])}</pre></td>"
-            f"<td>{html.escape(item['expected_answer'])}</td><td><pre>{html.escape(cut)}</pre></td></tr>"
-        )
-    head = "<tr><th>item</th><th>prompt</th><th>expected</th><th>trained output</th></tr>"
-    return f'<table style="text-align: left">{head}{"".join(rows)}</table>'
+    labels = models_in(items)
+    tables = "".join(f"<div>{scorecard_html(items, by, labels)}</div>" for by in SCORECARD_BY if by in SIDE_BY_SIDE)
+    _show("text/html",
+          "<h4>Scorecards</h4><p>Share of items per group; strict: the taught format and the right answer; "
+          "lenient: the right answer anywhere; format: the taught format.</p>"
+          f'<div class="m44-tables">{tables}</div>'
+          + "".join(scorecard_html(items, by, labels) for by in SCORECARD_BY if by not in SIDE_BY_SIDE)
+          + f"<h4>Example generations</h4><p>Per section, the first item the {labels[-1]} model got right and the "
+            f"first it got wrong, with {' and '.join(labels)} output side by side (cut at {EXAMPLE_CHARS} "
+            f"characters; whole in {EVAL_RESULTS}).</p>"
+          + examples_html(items, labels))
 
 
 @never_fails
 def show_outcome(run_dir: Path) -> None:
-    """Fill the summary card at the top with m44_summary.md, and list the manifest here."""
-    summary = (run_dir / SUMMARY).read_text(encoding="utf-8")
-    update_display(Markdown(summary), display_id=CARD_ID)
-    manifest = read_json(run_dir / MANIFEST)["files"]
-    display(Markdown(f"**Artifact manifest** ({MANIFEST}; run.ipynb and run.html are added when the report is rendered)"))
-    with pd.option_context("display.max_colwidth", None):  # whole hashes: a reviewer compares them
-        display(pd.DataFrame(manifest).set_index("path"))
+    """Fill the summary card at the top from the facts; here, the failure analysis and the manifest."""
+    facts = read_json(run_dir / SUMMARY_FACTS)
+    chart = run_dir / COMPARISON_PLOT
+    update_display({"text/html": card_html(facts, chart.read_bytes() if chart.is_file() else None)},
+                   display_id=CARD_ID, raw=True)
+    if not completed(facts):  # the card above says what failed and why; the traceback goes here, at the end
+        _show("text/html", f"<h4>Traceback of the failure ({FAILURE_ANALYSIS})</h4>"
+                           f"<pre>{html.escape(facts['failure']['traceback'].rstrip() or NO_TRACEBACK)}</pre>")
+    _show("text/html", manifest_html(read_json(run_dir / MANIFEST)["files"]))
+
+
+# --- HTML built from the facts (pure functions) ---------------------------------------------------
+
+
+def card_html(facts: dict, chart_png: bytes | None) -> str:
+    """The first screen: the outcome; on failure its root causes, what did not run, what to do, the checks;
+    the model, hardware and data; the headline numbers with their CIs and the chart; the statements."""
+    ok = completed(facts)
+    parts = [f'<p class="m44-outcome">{outcome_html(facts)}</p>']
+    if not ok:
+        parts += [
+            "<h3>Root cause</h3>", list_html(root_causes(facts), "m44-causes"),
+            "<h3>Not done as a consequence</h3>", list_html(consequences(facts) or ["nothing"], "m44-consequences"),
+            f'<p class="m44-next"><b>Next:</b> {html.escape(next_step(facts))} The traceback is at the end '
+            f"of this report and in {FAILURE_ANALYSIS}.</p>",
+        ]
+        if facts["preflight"]:
+            parts.append(checks_html(facts["preflight"]))
+    parts.append(facts_html(facts))
+    evaluation = facts["evaluation"]
+    if evaluation and "comparison" in evaluation:
+        chart = "" if chart_png is None else figure_html(
+            chart_png, comparison_alt(evaluation),
+            "Left: the share of eval items each model got right, or in the taught format. Right: the paired "
+            "difference, trained minus baseline, with its confidence interval; an interval clear of 0 marks a "
+            "difference unlikely to be chance.", "m44-chart")
+        parts.append(f'<div class="m44-columns"><div>{headline_html(evaluation)}</div>{chart}</div>')
+    statements = "<br>".join(html.escape(line.removeprefix("> ")) for line in STATEMENTS)
+    parts.append(f'<div class="m44-statements"><blockquote>{statements}</blockquote>'
+                 f"<p>{html.escape(STATEMENTS_MEANING)}</p></div>")
+    kind = "m44-completed" if ok else "m44-failed"
+    return f'<section class="m44-card {kind}" aria-label="M44 run outcome">{"".join(parts)}</section>'
+
+
+def outcome_html(facts: dict) -> str:
+    folder = f" · run folder <code>{html.escape(facts['run_folder'])}</code>"
+    if completed(facts):
+        phases = len(facts["phases"])
+        return (f'<span class="m44-badge">COMPLETED</span> M44 run: all {phases} phases completed in '
+                f"{facts['run_time_s']:.1f} s{folder}")
+    failed = facts["failed"]
+    return (f'<span class="m44-badge">FAILED</span> M44 run failed in phase <b>{html.escape(failed["name"])}</b> '
+            f"after {failed['duration_s']:.1f} s{folder}")
+
+
+def facts_html(facts: dict) -> str:
+    """Model, hardware, data files with their sha256, training: what ran, on what."""
+    model = next((c["detail"] for c in facts["preflight"] or [] if c["name"] == "model source"), "")
+    rows = {
+        "model": f"<code>{html.escape(facts['model'])}</code> ({html.escape(facts['device_dtype'])})"
+                 + (f"; {html.escape(model)}" if model else ""),
+        "hardware": html.escape(facts["hardware"]),
+    }
+    for role, entry in data_files(facts):
+        rows[role] = data_line(entry) if entry is None else (
+            f"<code>{html.escape(file_name(entry['path']))}</code>, {entry['records']} records, "
+            f'<span class="m44-hash">sha256 {entry["sha256"]}</span>')
+    if facts["data"]:
+        rows["data policy"] = html.escape(facts["data"]["summary"])
+    training = facts["training"]
+    line = f"{training['status']}, {training['steps_completed']} steps in {training['runtime_s']:.1f} s"
+    if training["first"]:
+        first, last = training["first"], training["last"]
+        line += (f"; loss {first['loss']:.4f} (step {first['step']}) &rarr; {last['loss']:.4f} "
+                 f"(step {last['step']})")
+    rows["training"] = line
+    return '<dl class="m44-facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows.items()) + "</dl>"
+
+
+def headline_html(evaluation: dict) -> str:
+    """Baseline and trained per compared metric, the paired difference with its CI, McNemar; the verdict."""
+    strict = evaluation["comparison"]["strict"]
+    rows = [[r["metric"], percent(r["baseline"]), percent(r["trained"]), points(r["difference"]), ci_text(r),
+             f"{r['mcnemar_p']:.3g}"] for r in comparison_rows(evaluation)]
+    headers = ["", "baseline", "trained", "difference (points)", f"{strict['confidence']:.0%} CI",
+               "McNemar p"]
+    return (f"<h3>On {evaluation['trained']['n']} eval items, before and after training</h3>"
+            + table_html(headers, rows, "m44-headline")
+            + f'<p class="m44-verdict">{html.escape(word_verdict(strict, "strict accuracy"))}</p>')
+
+
+def comparison_alt(evaluation: dict) -> str:
+    rows = comparison_rows(evaluation)
+    return ("Chart. Left, bars per metric: " + "; ".join(
+        f"{r['metric']} baseline {percent(r['baseline'])}, trained {percent(r['trained'])}" for r in rows)
+        + f". Right, trained minus baseline with its {rows[0]['confidence']:.0%} CI: " + "; ".join(
+        f"{r['metric']} {points(r['difference'])} points ({ci_text(r)})" for r in rows) + ".")
+
+
+def training_line(metrics: dict) -> str:
+    line = f"{metrics['steps_completed']} of {metrics.get('max_steps', '?')} steps in {metrics['runtime_s']:.1f} s"
+    if metrics.get("tokens_per_s"):
+        line += f"; {metrics['total_tokens']:,} non-padding tokens at {metrics['tokens_per_s']:,.0f} tokens/s overall"
+    if metrics.get("mfu") is not None:
+        line += f", model FLOPs utilization {metrics['mfu']:.1%} of the measured matmul peak"
+    return html.escape(line) + "."
+
+
+def training_alt(name: str, history: list[dict]) -> str:
+    """What each training plot shows, in numbers from the history it was drawn from."""
+    first, last = history[0], history[-1]
+    if name == LOSS_PLOT:
+        return (f"Line chart, log scale: training loss per logging step, from {first['loss']:.4f} at step "
+                f"{first['step']} to {last['loss']:.4f} at step {last['step']}.")
+    values = [h[PLOT_KEYS[name]] for h in history if h.get(PLOT_KEYS[name]) is not None]
+    if name == LEARNING_RATE_PLOT:
+        return (f"Line chart: learning rate per step, peak {max(values):g}, {values[-1]:g} at step "
+                f"{last['step']}.")
+    if name == THROUGHPUT_PLOT:
+        return (f"Line chart: non-padding tokens per second per logging interval, from {min(values):,.0f} to "
+                f"{max(values):,.0f}, mean {sum(values) / len(values):,.0f}.")
+    return (f"Line chart, axis from 0: peak memory {values[0] / 2**30:.2f} GiB at the first logging step, "
+            f"{values[-1] / 2**30:.2f} GiB at the last.")
+
+
+
+def figure_html(png: bytes, alt: str, caption: str, kind: str = "") -> str:
+    """A PNG embedded in the page (one offline file), with its alt text and caption."""
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure class="m44-figure {kind}"><img src="data:image/png;base64,{data}" '
+            f'alt="{html.escape(alt)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+
+
+def checks_html(checks: list[dict]) -> str:
+    """preflight.json's checks: status, name, detail; a failed check is a root cause, a skipped one its consequence."""
+    counts = {status: sum(c["status"] == status for c in checks) for status in STATUS_WORDS}
+    rows = "".join(
+        f'<tr class="m44-{c["status"]}"><td><span class="m44-status">{STATUS_WORDS[c["status"]]}</span></td>'
+        f"<td>{html.escape(c['name'])}</td><td>{html.escape(c['detail'])}</td></tr>" for c in checks)
+    summary = ", ".join(f"{n} {word.lower()}" for status, word in STATUS_WORDS.items() if (n := counts[status]))
+    return (f'<h4>Pre-flight checks <small>({PREFLIGHT}: {summary})</small></h4>'
+            f'<table class="m44-checks"><thead><tr><th>status</th><th>check</th><th>detail</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>")
+
+
+def scorecard_html(items: list[dict], by: str, labels: list[str]) -> str:
+    """One scorecard: per group its item count and each metric for each model side by side, as percentages."""
+    metrics = [name for name, _ in SCORECARD_METRICS]
+    top = (f'<tr><th rowspan="2">{by}</th><th rowspan="2">n</th>'
+           + "".join(f'<th colspan="{len(labels)}">{m}</th>' for m in metrics) + "</tr>")
+    sub = "<tr>" + "".join(f"<th>{label}</th>" for _ in metrics for label in labels) + "</tr>"
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in formatted(row).values()) + "</tr>"
+        for row in scorecard_rows(items, by, labels))
+    return (f'<table class="m44-scorecard"><caption>by {by}</caption><thead>{top}{sub}</thead>'
+            f"<tbody>{body}</tbody></table>")
+
+
+def examples_html(items: list[dict], labels: list[str]) -> str:
+    """Per example item: its prompt and expected answer, then each model's output side by side."""
+    blocks = []
+    for _, item in example_items(items, labels[-1]):
+        head = " · ".join(html.escape(str(item[k])) for k in ("section", "category", "difficulty"))
+        outputs = "".join(
+            f'<div><p class="m44-label">{label}: <span class="m44-{right_or_wrong(item[label])}">'
+            f"{right_or_wrong(item[label])}</span>; extracted {_extracted(item[label])}, "
+            f"format {'ok' if item[label]['format_ok'] else 'wrong'}, {item[label]['tokens']} tokens</p>"
+            f"<pre>{html.escape(_cut(item[label]['output']))}</pre></div>"
+            for label in labels)
+        blocks.append(
+            f'<article class="m44-example"><p class="m44-label"><b>{html.escape(item["id"])}</b> · {head} · '
+            f"expected <code>{html.escape(item['expected_answer'])}</code></p>"
+            f'<pre class="m44-prompt">{html.escape(_cut(item["prompt"]))}</pre>'
+            f'<div class="m44-pair">{outputs}</div></article>')
+    return "".join(blocks)
+
+
+def manifest_html(files: list[dict]) -> str:
+    rows = [[f"<code>{html.escape(f['path'])}</code>", f"{f['bytes']:,}", f'<span class="m44-hash">{f["sha256"]}</span>']
+            for f in files]
+    total = sum(f["bytes"] for f in files)
+    return (f"<details><summary>{MANIFEST}: {len(files)} files, {total / 2**20:.1f} MiB, each with its sha256 "
+            "(run.ipynb and run.html are added when the report is rendered)</summary>"
+            + table_html(["path", "bytes", "sha256"], rows, "m44-manifest", escape=False) + "</details>")
+
+
+def pairs_html(values: dict, kind: str) -> str:
+    """name = value pairs, in columns that reflow with the page width."""
+    shown = {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+    return (f'<dl class="m44-pairs {kind}">'
+            + "".join(f"<div><dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd></div>" for k, v in shown.items())
+            + "</dl>")
+
+
+def table_html(headers: list[str], rows: list[list[str]], kind: str, escape: bool = True) -> str:
+    cell = html.escape if escape else str
+    head = "".join(f"<th>{cell(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f'<table class="{kind}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def list_html(lines: list[str], kind: str) -> str:
+    return f'<ul class="{kind}">' + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+
+
+def _extracted(scored: dict) -> str:
+    return "nothing" if scored["extracted"] is None else f"<code>{html.escape(scored['extracted'])}</code>"
+
+
+def _cut(text: str) -> str:
+    return text[:EXAMPLE_CHARS] + (" [...]" if len(text) > EXAMPLE_CHARS else "")

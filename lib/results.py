@@ -30,8 +30,8 @@ COMPARED = {
 }
 ROW_NAMES = {"strict": "strict accuracy", "lenient": "lenient accuracy", "format": "format rate"}
 SCORECARD_BY = ("section", "category", "difficulty")
-SCORECARD_METRICS = (("accuracy", "correct_strict"), ("accuracy_lenient", "correct_lenient"),
-                     ("format_rate", "format_ok"))
+# Scorecard columns: (column name, per-item score key), each shown for every model side by side.
+SCORECARD_METRICS = (("strict", "correct_strict"), ("lenient", "correct_lenient"), ("format", "format_ok"))
 
 
 def build_results(eval_items: list[dict], generations: dict[str, list[dict]], max_new_tokens: int,
@@ -104,11 +104,26 @@ def models_in(items: list[dict]) -> list[str]:
     return [label for label in MODELS if items and label in items[0]]
 
 
+def percent(rate: float) -> str:
+    """A rate in [0, 1] as the evidence shows every rate: a percentage with one decimal ('7.5%')."""
+    return f"{rate * 100:.1f}%"
+
+
+def points(difference: float) -> str:
+    """A difference of two rates in signed percentage points with one decimal ('+7.5')."""
+    return f"{difference * 100:+.1f}"
+
+
+def ci_text(c: dict) -> str:
+    """'-0.9 to +2.9': a comparison's confidence interval in points."""
+    return f"{points(c['ci_low'])} to {points(c['ci_high'])}"
+
+
 def headline(metrics: dict) -> str:
     """A few lines for the notebook output: each model, then the strict difference."""
     lines = [
-        f"{label:>8}: accuracy {m['accuracy']:.0%} (lenient {m['accuracy_lenient']:.0%}), "
-        f"format {m['format_rate']:.0%}, n={m['n']}"
+        f"{label:>8}: accuracy {percent(m['accuracy'])} (lenient {percent(m['accuracy_lenient'])}), "
+        f"format {percent(m['format_rate'])}, n={m['n']}"
         for label, m in metrics.items() if label in MODELS
     ]
     if "comparison" in metrics:
@@ -117,13 +132,23 @@ def headline(metrics: dict) -> str:
 
 
 def describe(c: dict) -> str:
-    """'+12.00 points (95% CI +5.00 to +19.00), McNemar p = 0.0012' for one comparison."""
-    return (f"{c['difference'] * 100:+.2f} points ({c['confidence']:.0%} CI {c['ci_low'] * 100:+.2f} to "
-            f"{c['ci_high'] * 100:+.2f}), McNemar p = {c['mcnemar_p']:.3g}")
+    """'+12.0 points (95% CI +5.0 to +19.0), McNemar p = 0.0012' for one comparison."""
+    return (f"{points(c['difference'])} points ({c['confidence']:.0%} CI {ci_text(c)}), "
+            f"McNemar p = {c['mcnemar_p']:.3g}")
+
+
+def comparison_rows(metrics: dict) -> list[dict]:
+    """Per compared metric: its name, both rates, the difference and its CI, McNemar, the discordant counts."""
+    base, trained = metrics["baseline"], metrics["trained"]
+    return [
+        {"metric": ROW_NAMES[name], "baseline": base[COMPARED[name][1]], "trained": trained[COMPARED[name][1]],
+         **c}
+        for name, c in metrics["comparison"].items()
+    ]
 
 
 def scorecard_rows(items: list[dict], by: str, labels: list[str] | None = None) -> list[dict]:
-    """Per value of `by` (sorted): item count, then strict and lenient accuracy and format rate per model."""
+    """Per value of `by` (sorted): item count, then per metric (strict, lenient, format) each model's rate."""
     labels = labels or models_in(items)
     rows = []
     for value in sorted({item[by] for item in items}):
@@ -136,10 +161,14 @@ def scorecard_rows(items: list[dict], by: str, labels: list[str] | None = None) 
     return rows
 
 
+def formatted(row: dict) -> dict:
+    """A table row with every rate as a percentage (counts and names unchanged)."""
+    return {k: percent(v) if isinstance(v, float) else v for k, v in row.items()}
+
+
 def render_scorecard(items: list[dict], by: str, labels: list[str]) -> str:
-    rows = scorecard_rows(items, by, labels)
-    shown = [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
-    return tabulate(shown, headers="keys", tablefmt="pipe")
+    rows = [formatted(row) for row in scorecard_rows(items, by, labels)]
+    return tabulate(rows, headers="keys", tablefmt="pipe", disable_numparse=True)
 
 
 def render_evaluation_summary(metrics: dict, items: list[dict]) -> str:
@@ -154,30 +183,26 @@ def render_evaluation_summary(metrics: dict, items: list[dict]) -> str:
         "",
         "| model | accuracy (strict) | accuracy (lenient) | format rate | mean tokens | stopped by itself |",
         "|---|---|---|---|---|---|",
-        *(f"| {label} | {metrics[label]['accuracy']:.2%} | {metrics[label]['accuracy_lenient']:.2%} | "
-          f"{metrics[label]['format_rate']:.2%} | {metrics[label]['mean_tokens']:.1f} | "
-          f"{metrics[label]['stopped_rate']:.2%} |" for label in labels),
+        *(f"| {label} | {percent(metrics[label]['accuracy'])} | {percent(metrics[label]['accuracy_lenient'])} | "
+          f"{percent(metrics[label]['format_rate'])} | {metrics[label]['mean_tokens']:.1f} | "
+          f"{percent(metrics[label]['stopped_rate'])} |" for label in labels),
         "",
     ]
     if "comparison" in metrics:
         lines += _render_comparison(metrics)
     for by in SCORECARD_BY:
         lines += [f"## By {by}", "", render_scorecard(items, by, labels), ""]
-    lines += _render_examples(items, labels[-1])
+    lines += _render_examples(items, labels)
     return "\n".join(lines)
 
 
 def _render_comparison(metrics: dict) -> list[str]:
-    base, trained, comparison = metrics["baseline"], metrics["trained"], metrics["comparison"]
-    rows = []
-    for name, c in comparison.items():
-        key = COMPARED[name][1]
-        rows.append(
-            f"| {ROW_NAMES[name]} | {base[key]:.2%} | {trained[key]:.2%} | {c['difference'] * 100:+.2f} | "
-            f"{c['ci_low'] * 100:+.2f} to {c['ci_high'] * 100:+.2f} | {c['mcnemar_p']:.3g} | "
-            f"{c['trained_only']} / {c['baseline_only']} |"
-        )
-    strict = comparison["strict"]
+    rows = [
+        f"| {r['metric']} | {percent(r['baseline'])} | {percent(r['trained'])} | {points(r['difference'])} | "
+        f"{ci_text(r)} | {r['mcnemar_p']:.3g} | {r['trained_only']} / {r['baseline_only']} |"
+        for r in comparison_rows(metrics)
+    ]
+    strict, fmt = metrics["comparison"]["strict"], metrics["comparison"]["format"]
     return [
         "## What training changed",
         "",
@@ -186,12 +211,12 @@ def _render_comparison(metrics: dict) -> list[str]:
         f"({strict['ci_method']}); the p-value is an exact two-sided McNemar test on the items only one model "
         "got right. The verdict needs both: a CI that excludes zero and p < 0.05.",
         "",
-        "| metric | baseline | trained | difference (points) | 95% CI | McNemar p | right only: trained / baseline |",
+        f"| metric | baseline | trained | difference (points) | {strict['confidence']:.0%} CI | McNemar p | "
+        "right only: trained / baseline |",
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"Strict accuracy changed by {describe(strict)}; the format rate by "
-        f"{(trained['format_rate'] - base['format_rate']) * 100:+.2f} points.",
+        f"Strict accuracy changed by {describe(strict)}; the format rate by {describe(fmt)}.",
         "",
         f"**{word_verdict(strict, 'strict accuracy')}**",
         "",
@@ -210,23 +235,29 @@ def example_items(items: list[dict], label: str) -> list[tuple[str, dict]]:
     return chosen
 
 
-def _render_examples(items: list[dict], label: str) -> list[str]:
-    lines = [f"## Examples ({label} model)", ""]
-    for verdict_word, item in example_items(items, label):
-        scored = item[label]
-        fence = _fence(item["prompt"] + scored["output"])
-        lines += [
-            f"**{item['id']}** ({item['section']}, {verdict_word}); expected `{item['expected_answer']}`, "
-            f"extracted `{scored['extracted']}` ({scored['extracted_from']}), "
-            f"format {'ok' if scored['format_ok'] else 'wrong'}, {scored['tokens']} tokens",
-            "",
-            f"{fence}text",
-            item["prompt"],
-            "--- output ---",
-            scored["output"],
-            fence,
-            "",
-        ]
+def right_or_wrong(scored: dict) -> str:
+    return "right" if scored["correct"] else "wrong"
+
+
+def scored_line(scored: dict) -> str:
+    """What the scorer made of one output: the verdict, the extracted answer, the format, the length."""
+    extracted = "nothing" if scored["extracted"] is None else f"`{scored['extracted']}` ({scored['extracted_from']})"
+    return (f"{right_or_wrong(scored)}; extracted {extracted}, "
+            f"format {'ok' if scored['format_ok'] else 'wrong'}, {scored['tokens']} tokens")
+
+
+def _render_examples(items: list[dict], labels: list[str]) -> list[str]:
+    """The examples the report shows: per section a right and a wrong item of the last model, each model's output."""
+    lines = [f"## Examples ({' and '.join(labels)} output per item; chosen by the {labels[-1]} model's score)", ""]
+    for verdict_word, item in example_items(items, labels[-1]):
+        fence = _fence(item["prompt"] + "".join(item[label]["output"] for label in labels))
+        lines += [f"**{item['id']}** ({item['section']}, {labels[-1]} {verdict_word}); "
+                  f"expected `{item['expected_answer']}`", ""]
+        lines += [f"- {label}: {scored_line(item[label])}" for label in labels]
+        lines += ["", f"{fence}text", item["prompt"]]
+        for label in labels:
+            lines += [f"--- {label} output ---", item[label]["output"]]
+        lines += [fence, ""]
     return lines
 
 

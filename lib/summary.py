@@ -1,7 +1,8 @@
 """m44_summary.md and failure_analysis.md, rendered from the run's facts (m44_summary.json): pure functions.
 
 Consolidation gathers the facts once and writes them; the verifier renders them again and compares
-the text byte for byte, and checks the facts against the files they came from. The facts:
+the text byte for byte, and checks the facts against the files they came from. The report's first
+screen (lib/report.py) is built from the same facts with the same helpers below. The facts:
 
     status            "completed" or "failed in <phase>"
     failed            {name, cause, duration_s} of the first failed phase, or null
@@ -9,6 +10,8 @@ the text byte for byte, and checks the facts against the files they came from. T
     run_folder, launcher, model, device_dtype, hardware, config_sha256, run_time_s
     processes         {count, backend, sharding}: the training processes (torchrun when count > 1)
     data              {files: {train, eval: {path, sha256, records}}, summary} from data_report.json, or null
+                      when pre-flight stopped before both files were read
+    preflight         preflight.json's checks [{name, status ("pass" | "fail" | "skip"), detail}], or null
     repository        {commit, dirty, unchanged, change}
     training          {status, steps_completed, runtime_s, first: {step, loss} | null, last: ...}
     evaluation        evaluation_results.json's `metrics`, or null
@@ -20,7 +23,28 @@ the text byte for byte, and checks the facts against the files they came from. T
 from __future__ import annotations
 
 from lib.contract import FAILURE_ANALYSIS, MANIFEST, STATEMENTS
-from lib.results import MODELS, describe
+from lib.results import MODELS, describe, percent
+
+# What the two required statements mean, for a reader who knows neither milestone.
+STATEMENTS_MEANING = (
+    "That is: this run (milestone M44) adds evidence after the submission and changes nothing in it; "
+    "the artifact submitted at milestone M42 is still the one that counts."
+)
+DATA_ROLES = (("train", "training data"), ("eval", "eval data"))
+
+# What to do after a failure, by the phase that failed: the cause above says what, this says how on.
+NEXT_STEPS = {
+    "parameters": "correct the parameter the cause names (params file or -p override)",
+    "preflight": "fix what each failed check names (each says how); checks marked not checked run once their "
+                 "inputs are fixed",
+    "training": "read the last lines of training_log.txt and the traceback in failure_analysis.md; lower "
+                "batch_size or max_seq_length after an out-of-memory failure",
+    "evaluation": "read the traceback in failure_analysis.md; the trained model is in checkpoints/final and "
+                  "`python -m lib.reevaluate` scores it again without training",
+    "repository guard": "leave the repository alone while a run is in progress (the cause names what changed)",
+}
+RERUN = "then start a new run into a new run_dir; this folder stays as the record of this attempt"
+NO_TRACEBACK = "(no exception: the phase's own check failed)"
 
 
 def status_of(facts: dict) -> str:
@@ -35,6 +59,50 @@ def skipped_text(facts: dict) -> str:
     return ", ".join(f"{p['name']} ({p['cause']})" for p in facts["skipped"]) or "nothing"
 
 
+def checks_with(facts: dict, status: str) -> list[dict]:
+    return [c for c in facts["preflight"] or [] if c["status"] == status]
+
+
+def root_causes(facts: dict) -> list[str]:
+    """Why the run failed, one line per cause: the failed pre-flight checks, else the failed phase's cause."""
+    failed = facts["failed"]
+    if failed is None:
+        return []
+    if failed["name"] == "preflight" and checks_with(facts, "fail"):
+        return [f"{c['name']}: {c['detail']}" for c in checks_with(facts, "fail")]
+    return [failed["cause"]]
+
+
+def consequences(facts: dict) -> list[str]:
+    """What did not run because of the root causes: pre-flight checks left unchecked, then skipped phases."""
+    return ([f"check {c['name']}: {c['detail']}" for c in checks_with(facts, "skip")]
+            + [f"phase {p['name']}: {p['cause']}" for p in facts["skipped"]])
+
+
+def next_step(facts: dict) -> str:
+    failed = facts["failed"]
+    how = NEXT_STEPS.get(failed["name"], f"read the traceback in {FAILURE_ANALYSIS}")
+    return f"{how[0].upper()}{how[1:]}; {RERUN}."
+
+
+def data_line(entry: dict | None) -> str:
+    """'data/eval_v2.jsonl (100 records), sha256 ...' for one data file of the facts."""
+    if entry is None:
+        return "not loaded (the run stopped before pre-flight read both data files)"
+    return f"{file_name(entry['path'])} ({entry['records']} records), sha256 {entry['sha256']}"
+
+
+def file_name(path: str) -> str:
+    """The last part of a path written on any platform: a Windows run's facts render the same on Linux."""
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def data_files(facts: dict) -> list[tuple[str, dict | None]]:
+    """(role, file fact) for the training and the eval data, in that order."""
+    files = (facts["data"] or {}).get("files", {})
+    return [(role, files.get(key)) for key, role in DATA_ROLES]
+
+
 def outcome_line(facts: dict) -> str:
     """One deterministic line: the status and the numbers a reviewer looks at first."""
     training = facts["training"]
@@ -44,31 +112,31 @@ def outcome_line(facts: dict) -> str:
     evaluation = facts["evaluation"]
     if evaluation:
         line += "; " + "; ".join(
-            f"{label} accuracy {evaluation[label]['accuracy']:.0%} format {evaluation[label]['format_rate']:.0%}"
+            f"{label} accuracy {percent(evaluation[label]['accuracy'])} format {percent(evaluation[label]['format_rate'])}"
             for label in MODELS if label in evaluation
         )
     return line
 
 
 def render_summary(facts: dict) -> str:
-    """m44_summary.md: the outcome first, the two required statements, the key facts, the phase table."""
+    """m44_summary.md: the outcome (on failure its causes and what to do), the statements, the key facts, the phases."""
     training, evaluation, repo = facts["training"], facts["evaluation"], facts["repository"]
-    lines = [
-        f"# M44 summary: {facts['status'].upper()}",
-        "",
+    lines = [f"# M44 summary: {facts['status'].upper()}", ""]
+    if facts["failed"]:
+        lines += [f"**Failed in phase {facts['failed']['name']}.** Root cause:", ""]
+        lines += [f"- {cause}" for cause in root_causes(facts)]
+        lines += ["", "Not done as a consequence:", ""]
+        lines += [f"- {line}" for line in consequences(facts) or ["nothing"]]
+        lines += ["", f"**Next**: {next_step(facts)} Details and traceback: {FAILURE_ANALYSIS}.", ""]
+    lines += [
         # A blank quote line between them, so that Markdown shows the two statements as two lines.
         STATEMENTS[0],
         ">",
         STATEMENTS[1],
         "",
+        STATEMENTS_MEANING,
+        "",
     ]
-    if facts["failed"]:
-        lines += [
-            f"**Failed in phase {facts['failed']['name']}**: {facts['failed']['cause']}",
-            "",
-            f"**Skipped**: {skipped_text(facts)}. Details: {FAILURE_ANALYSIS}.",
-            "",
-        ]
     verdict = ("unchanged during the run (git status and tracked-file diff identical before and after)"
                if repo["unchanged"] else f"CHANGED during the run ({repo['change']})")
     lines += [
@@ -79,9 +147,10 @@ def render_summary(facts: dict) -> str:
         *([f"- **processes**: {facts['processes']['count']} (torchrun, {facts['processes']['backend']}, "
            f"sharding {facts['processes']['sharding']})"] if facts["processes"]["count"] > 1 else []),
         f"- **hardware**: {facts['hardware']}",
+        *(f"- **{role}**: {data_line(entry)}" for role, entry in data_files(facts)),
+        *([f"- **data policy**: {facts['data']['summary']}"] if facts["data"] else []),
         f"- **run time**: {facts['run_time_s']:.1f} s over all phases",
         f"- **config sha256**: {facts['config_sha256']}",
-        f"- **data**: {data_line(facts['data'])}",
         f"- **repository**: commit {repo['commit']}, {'with' if repo['dirty'] else 'no'} uncommitted changes; {verdict}",
         f"- **training**: {training['status']}, {training['steps_completed']} steps, {training['runtime_s']:.1f} s",
     ]
@@ -92,8 +161,8 @@ def render_summary(facts: dict) -> str:
         for label in MODELS:
             if label in evaluation:
                 m = evaluation[label]
-                lines.append(f"- **{label}**: accuracy {m['accuracy']:.2%} (lenient {m['accuracy_lenient']:.2%}), "
-                             f"format rate {m['format_rate']:.2%}, n={m['n']}")
+                lines.append(f"- **{label}**: accuracy {percent(m['accuracy'])} (lenient {percent(m['accuracy_lenient'])}), "
+                             f"format rate {percent(m['format_rate'])}, n={m['n']}")
         if "comparison" in evaluation:
             lines.append(f"- **trained vs baseline**: strict accuracy {describe(evaluation['comparison']['strict'])}")
     lines += ["", "## Phases", "", "| phase | status | seconds | note |", "|---|---|---|---|"]
@@ -103,21 +172,8 @@ def render_summary(facts: dict) -> str:
     return "\n".join(lines)
 
 
-def data_line(data: dict | None) -> str:
-    if data is None:
-        return "not loaded (the run stopped before both data files were read)"
-    files = ", ".join(f"{role} {_file_name(f['path'])} ({f['records']} records, sha256 {f['sha256'][:12]})"
-                      for role, f in data["files"].items())
-    return f"{files}; {data['summary']}"
-
-
-def _file_name(path: str) -> str:
-    """The last part of a path written on any platform: a Windows run's facts render the same on Linux."""
-    return path.replace("\\", "/").rsplit("/", 1)[-1]
-
-
 def render_failure_analysis(facts: dict) -> str:
-    """failure_analysis.md: the failed phase, its cause and traceback, how far training got, what was skipped."""
+    """failure_analysis.md: the failed phase, its root causes apart from their consequences, the traceback."""
     failed, failure = facts["failed"], facts["failure"]
     reached = "none"
     if failure["last_step"] is not None:
@@ -131,12 +187,24 @@ def render_failure_analysis(facts: dict) -> str:
         f"- **last training step reached**: {reached}",
         f"- **skipped**: {skipped_text(facts)}",
         "",
+        "## Root cause",
+        "",
+        *(f"- {cause}" for cause in root_causes(facts)),
+        "",
+        "## Not done as a consequence",
+        "",
+        *(f"- {line}" for line in consequences(facts) or ["nothing"]),
+        "",
+        "## Next",
+        "",
+        next_step(facts),
+        "",
         "Nothing was retried. Every evidence file was still written; see m44_summary.md.",
         "",
         "## Traceback",
         "",
         "```text",
-        failure["traceback"].rstrip() or "(no exception: the phase's own check failed)",
+        failure["traceback"].rstrip() or NO_TRACEBACK,
         "```",
         "",
     ])

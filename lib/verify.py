@@ -31,7 +31,8 @@ What is checked:
    lib.execute (unless writing it is the failure the run documents). A claimed folder that never
    reached consolidation is explained: which phase was running and whether its launcher still runs.
 3. The facts. m44_summary.json against the files it was gathered from (training_metrics.json,
-   evaluation_results.json's metrics, config.json, the plots present), and m44_summary.md and
+   evaluation_results.json's metrics, preflight.json's checks, config.json with the data files' names,
+   the plots present; the data files' sha256 are taken as recorded, the files may be elsewhere), and m44_summary.md and
    failure_analysis.md against their rendering from it (lib/summary.py), byte for byte.
    evaluation_results.json's metrics against the same computation from its own items, and
    evaluation_summary.md against its rendering from them (lib/results.py). Numbers are never
@@ -48,8 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from lib.contract import (
-    CLAIM, CONFIG, DATA_REPORT, EVAL_RESULTS, EVAL_SUMMARY, FAILURE_ANALYSIS, MANIFEST, NOTEBOOK, PHASES, REPORT,
-    STATEMENTS, SUMMARY, SUMMARY_FACTS, TRAINING_METRICS, WEIGHT_DIRS, required,
+    CLAIM, CONFIG, DATA_REPORT, EVAL_RESULTS, EVAL_SUMMARY, FAILURE_ANALYSIS, MANIFEST, NOTEBOOK, PHASES, PREFLIGHT,
+    REPORT, STATEMENTS, SUMMARY, SUMMARY_FACTS, TRAINING_METRICS, WEIGHT_DIRS, required,
 )
 from lib.evidence import sha256_file
 from lib.results import compute_metrics, render_evaluation_summary
@@ -291,6 +292,8 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
     if state is not None:
         recorded = [{k: p[k] for k in ("name", "status", "duration_s", "cause")} for p in state.get("phases", [])]
         say.expect("phases", facts["phases"], recorded, PHASES)
+    preflight = load_json(run_dir, PREFLIGHT, problems)
+    say.expect("preflight", facts["preflight"], preflight.get("checks") if preflight else None, PREFLIGHT)
     config = load_json(run_dir, CONFIG, problems)
     if config is not None:
         say.expect("config_sha256", facts["config_sha256"], config.get("sha256", "n/a"), CONFIG)

@@ -59,10 +59,10 @@ def test_items_keep_the_contract_fields_and_every_score():
 def test_scorecard_counts_and_rates_per_section():
     table = {row["section"]: row for row in scorecard_rows(build_items(), "section")}
     assert table["core"]["n"] == 2 and table["edge_case"]["n"] == 1
-    assert table["core"]["accuracy (trained)"] == 0.5
-    assert table["core"]["format_rate (trained)"] == 1.0
-    assert table["edge_case"]["accuracy (baseline)"] == 0.0  # right number, wrong format: not strict
-    assert table["edge_case"]["accuracy_lenient (baseline)"] == 1.0
+    assert table["core"]["strict (trained)"] == 0.5
+    assert table["core"]["format (trained)"] == 1.0
+    assert table["edge_case"]["strict (baseline)"] == 0.0  # right number, wrong format: not strict
+    assert table["edge_case"]["lenient (baseline)"] == 1.0
 
 
 @pytest.mark.parametrize("by", ["section", "difficulty", "category"])
@@ -85,19 +85,32 @@ def test_comparison_counts_the_discordant_pairs():
 def test_summary_states_the_headline_numbers_comparison_and_examples():
     items = build_items()
     text = render_evaluation_summary(build_metrics(items), items)
-    assert "| trained | 66.67% | 66.67% | 100.00% | 7.0 | 100.00% |" in text
-    assert "| baseline | 0.00% | 66.67% | 0.00% | 7.0 | 100.00% |" in text
-    assert "| strict accuracy | 0.00% | 66.67% | +66.67 |" in text
+    assert "| trained | 66.7% | 66.7% | 100.0% | 7.0 | 100.0% |" in text
+    assert "| baseline | 0.0% | 66.7% | 0.0% | 7.0 | 100.0% |" in text
+    assert "| strict accuracy | 0.0% | 66.7% | +66.7 |" in text
     assert "| 0.5 | 2 / 0 |" in text
-    assert "| format rate | 0.00% | 100.00% | +100.00 | +20.59 to +100.00 | 0.25 | 3 / 0 |" in text
-    assert "the format rate by +100.00 points" in text
+    assert "| format rate | 0.0% | 100.0% | +100.0 | +20.6 to +100.0 | 0.25 | 3 / 0 |" in text
+    assert "the format rate by +100.0 points (95% CI +20.6 to +100.0)" in text
     # The sentence in words is the one lib.stats gives for the strict comparison (CI and test together).
     assert word_verdict(build_metrics(items)["comparison"]["strict"], "strict accuracy") in text
     assert "Newcombe's hybrid score interval" in text
     for by in ("section", "category", "difficulty"):
         assert f"## By {by}" in text
-    assert "**eval-1** (core, right)" in text and "**eval-2** (core, wrong)" in text
-    assert "**eval-3** (edge_case, right)" in text
+    # Scorecards in the summary's own format: percentages with one decimal, never fractions.
+    assert "| core      | 2   | 0.0%                | 50.0%              |" in text
+    assert "**eval-1** (core, trained right)" in text and "**eval-2** (core, trained wrong)" in text
+    assert "**eval-3** (edge_case, trained right)" in text
+
+
+def test_summary_examples_show_both_models_output_for_each_item():
+    items = build_items()
+    text = render_evaluation_summary(build_metrics(items), items)
+    example = text[text.index("**eval-3**"):]
+    assert example.index("- baseline: wrong; extracted `42` (answer_line), format wrong") < \
+        example.index("- trained: right; extracted `42` (answer_tag), format ok")
+    block = example[example.index("```text"):]
+    assert block.index("--- baseline output ---\nthe answer is 42") < block.index(f"--- trained output ---\n{GOOD}")
+    assert "- baseline: wrong; extracted nothing, format wrong, 7 tokens" in text  # eval-2's empty output
 
 
 def test_write_evaluation_writes_both_files(embedded_cfg, tmp_path, capsys):
@@ -113,7 +126,8 @@ def test_write_evaluation_writes_both_files(embedded_cfg, tmp_path, capsys):
     summary = (tmp_path / SUMMARY_NAME).read_text(encoding="utf-8")
     assert "## What training changed" in summary
     out = capsys.readouterr().out
-    assert "trained: accuracy 67%" in out and "difference: +66.67 points" in out
+    assert "trained: accuracy 66.7%" in out and "difference: +66.7 points" in out
+    assert (tmp_path / "comparison.png").read_bytes().startswith(b"\x89PNG")  # drawn with the results
 
 
 def test_a_single_model_has_no_comparison(embedded_cfg, tmp_path):
@@ -122,8 +136,9 @@ def test_a_single_model_has_no_comparison(embedded_cfg, tmp_path):
     results = json.loads((tmp_path / RESULTS_NAME).read_text(encoding="utf-8"))
     assert results["models"] == ["trained"] and "baseline" not in results["items"][0]
     summary = (tmp_path / SUMMARY_NAME).read_text(encoding="utf-8")
-    assert "What training changed" not in summary and "| trained | 66.67%" in summary
-    assert "accuracy (trained)" in summary and "(baseline)" not in summary
+    assert "What training changed" not in summary and "| trained | 66.7%" in summary
+    assert "strict (trained)" in summary and "(baseline)" not in summary
+    assert not (tmp_path / "comparison.png").exists()  # nothing to compare
 
 
 def test_an_output_with_backticks_cannot_break_the_example_fence():

@@ -1,17 +1,19 @@
-"""lib.reevaluate: a saved model folder evaluated on any eval file into a new folder, never into a run."""
+"""lib.reevaluate: a saved model folder evaluated on any eval file into a new folder, never into a run,
+beside the base model it was trained from when that is available."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lib.config import REPO_ROOT
+from lib.config import REPO_ROOT, load_config
 from lib.data import load_traces
 from lib.embedded import build_embedded_model
-from lib.contract import EVAL_RESULTS as RESULTS_NAME, EVAL_SUMMARY as SUMMARY_NAME
+from lib.contract import COMPARISON_PLOT, EVAL_RESULTS as RESULTS_NAME, EVAL_SUMMARY as SUMMARY_NAME
 from lib.evaluation import generate_for
 from lib.reevaluate import main, resolve_config
 
@@ -42,28 +44,83 @@ def eval_file(tmp_path) -> Path:
     return path
 
 
-def run(model_dir: Path, eval_file: Path, out: Path, params_file: Path) -> int:
+def run(model_dir: Path, eval_file: Path, out: Path, params_file: Path, *extra: str) -> int:
     return main(["--model", str(model_dir), "--eval-file", str(eval_file), "--out", str(out),
-                 "--params", str(params_file)])
+                 "--params", str(params_file), *extra])
+
+
+def read_results(out: Path) -> dict:
+    return json.loads((out / RESULTS_NAME).read_text(encoding="utf-8"))
+
+
+def outputs_of(source: Path, params_file: Path, eval_file: Path, out: Path) -> list[str]:
+    """What the run's generation code gives for `source` with the command's settings."""
+    cfg = resolve_config(params_file, source, eval_file, out)
+    items = [json.loads(line) for line in eval_file.read_text(encoding="utf-8").splitlines()]
+    return [g["output"] for g in generate_for(str(source), cfg, items, "check")]
 
 
 def test_reevaluates_a_saved_model_with_the_run_code(model_dir, eval_file, params_file, tmp_path):
     out = tmp_path / "reeval"
-    assert run(model_dir, eval_file, out, params_file) == 0
+    assert run(model_dir, eval_file, out, params_file, "--baseline", "none") == 0
     assert sorted(p.name for p in out.iterdir()) == [RESULTS_NAME, SUMMARY_NAME]
-    results = json.loads((out / RESULTS_NAME).read_text(encoding="utf-8"))
+    results = read_results(out)
     assert results["models"] == ["trained"] and set(results["metrics"]) == {"trained"}
     assert results["metrics"]["trained"]["n"] == 3
     assert [item["id"] for item in results["items"]] == ["eval-v2-001", "eval-v2-086", "eval-v2-097"]
     assert results["reevaluation"]["parameters"]["max_new_tokens"] == 6
     assert results["reevaluation"]["model"] == str(model_dir)
+    assert results["reevaluation"]["baseline"] == {"model": None, "how": "not evaluated (--baseline none)"}
     # The same generation code with the same settings gives the same outputs.
-    cfg = resolve_config(params_file, model_dir, eval_file, out)
-    items = [json.loads(line) for line in eval_file.read_text(encoding="utf-8").splitlines()]
-    expected = [g["output"] for g in generate_for(str(model_dir), cfg, items, "check")]
+    expected = outputs_of(model_dir, params_file, eval_file, out)
     assert [item["trained"]["output"] for item in results["items"]] == expected
     assert all(item["trained"]["tokens"] <= 6 for item in results["items"])
     assert "| trained |" in (out / SUMMARY_NAME).read_text(encoding="utf-8")
+
+
+def test_the_run_folders_base_model_is_the_baseline(model_dir, eval_file, params_file, tmp_path):
+    """A run's checkpoints/final beside its base_model/: the same comparison as the run's own evaluation."""
+    run_dir = tmp_path / "run"
+    trained = Path(shutil.copytree(model_dir, run_dir / "checkpoints" / "final"))
+    traces = load_traces(REPO_ROOT / "data" / "dev-reasoning-v2.jsonl")
+    base = build_embedded_model(traces, seed=1, out_dir=run_dir / "base_model")  # another model than --model
+    out = tmp_path / "reeval"
+    assert run(trained, eval_file, out, params_file) == 0
+    assert sorted(p.name for p in out.iterdir()) == [COMPARISON_PLOT, RESULTS_NAME, SUMMARY_NAME]
+    results = read_results(out)
+    assert results["models"] == ["baseline", "trained"]
+    assert set(results["metrics"]["comparison"]) == {"strict", "lenient", "format"}
+    assert results["reevaluation"]["baseline"] == {"model": str(base), "how": "the run folder's base_model/"}
+    assert [item["baseline"]["output"] for item in results["items"]] == outputs_of(base, params_file, eval_file, out)
+    assert [item["trained"]["output"] for item in results["items"]] == outputs_of(trained, params_file, eval_file, out)
+    assert "## What training changed" in (out / SUMMARY_NAME).read_text(encoding="utf-8")
+
+
+def test_without_a_run_folder_the_profiles_model_is_the_baseline(model_dir, eval_file, params_file, tmp_path):
+    """The embedded profile's base model is built again from its training file and seed, as pre-flight builds it."""
+    out = tmp_path / "reeval"
+    assert run(model_dir, eval_file, out, params_file) == 0
+    results = read_results(out)
+    assert results["models"] == ["baseline", "trained"]
+    assert results["reevaluation"]["baseline"]["model"] == str(out / "base_model")
+    assert results["reevaluation"]["baseline"]["how"].startswith("the profile's model 'embedded'")
+    seed = load_config(params_file).seed
+    traces = load_traces(REPO_ROOT / "data" / "dev-reasoning-v2.jsonl")
+    again = build_embedded_model(traces, seed=seed, out_dir=tmp_path / "again")
+    assert (out / "base_model" / "model.safetensors").read_bytes() == (again / "model.safetensors").read_bytes()
+
+
+def test_an_unavailable_base_model_is_named_and_the_model_scored_alone(model_dir, eval_file, params_file, tmp_path):
+    params = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(yaml.safe_dump({**params, "model_name": "./no-such-model-folder"}), encoding="utf-8")
+    out = tmp_path / "reeval"
+    assert run(model_dir, eval_file, out, missing) == 0
+    results = read_results(out)
+    assert results["models"] == ["trained"]
+    assert results["reevaluation"]["baseline"]["model"] is None
+    assert "the profile's model './no-such-model-folder' is not available (FileNotFoundError" in \
+        results["reevaluation"]["baseline"]["how"]
 
 
 def test_refuses_a_folder_that_is_not_new(model_dir, eval_file, params_file, tmp_path):

@@ -301,7 +301,7 @@ def test_a_completed_run_built_directly_passes_and_a_failure_analysis_in_it_is_n
     run.finish()
     assert status_of(run.dir) == "completed"
     summary = read(run.dir, "m44_summary.md")
-    assert "- **trained**: accuracy 66.67% (lenient 66.67%), format rate 100.00%, n=3" in summary
+    assert "- **trained**: accuracy 66.7% (lenient 66.7%), format rate 100.0%, n=3" in summary
     assert verify(run.dir) == []
     (run.dir / "failure_analysis.md").write_text("# invented\n", encoding="utf-8")
     write_manifest(run.dir)
