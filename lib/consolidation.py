@@ -132,12 +132,15 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
     history = metrics.get("history") or []
     results_path = run_dir / EVAL_RESULTS
     config = read_json(run_dir / CONFIG)
+    state = read_json(run_dir / PHASES) if (run_dir / PHASES).exists() else {}
     return {
         "status": "completed" if failed is None else f"failed in {failed['name']}",
         "failed": None if failed is None else {k: failed[k] for k in ("name", "cause", "duration_s")},
         "skipped": [{"name": p["name"], "cause": p["cause"]} for p in phases if p["status"] == "skipped"],
         "run_folder": run_dir.name,
         "launcher": launcher,
+        # A run stepped through in Jupyter: what showed it, how often each phase ran, parameters changed (lib/run.py).
+        "interactive": state.get("interactive"),
         "model": cfg.model_name if cfg else f"{params.get('model_name')!r} (parameters invalid)",
         "device_dtype": f"{cfg.device} / {cfg.dtype}" if cfg else "unknown",
         "hardware": _hardware(),

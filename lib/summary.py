@@ -7,6 +7,8 @@ the text byte for byte, and checks the facts against the files they came from. T
     failed            {name, cause, duration_s} of the first failed phase, or null
     skipped           [{name, cause}] of the phases that did not run
     run_folder, launcher, model, device_dtype, hardware, config_sha256, run_time_s
+    interactive       null, or for a run stepped through in Jupyter: {detected_by, starts, runs: {phase: n},
+                      parameter_changes: [{phase, run, changed: {name: [old, new]}}]} (phases.json)
     data              {files: {train, eval: {path, sha256, records}}, summary} from data_report.json, or null
     repository        {commit, dirty, unchanged, change}
     training          {status, steps_completed, runtime_s, first: {step, loss} | null, last: ...}
@@ -34,10 +36,15 @@ def skipped_text(facts: dict) -> str:
     return ", ".join(f"{p['name']} ({p['cause']})" for p in facts["skipped"]) or "nothing"
 
 
+def status_label(facts: dict) -> str:
+    """The status in capitals; an interactive run says so wherever its status is shown."""
+    return facts["status"].upper() + (" (interactive run)" if facts.get("interactive") else "")
+
+
 def outcome_line(facts: dict) -> str:
     """One deterministic line: the status and the numbers a reviewer looks at first."""
     training = facts["training"]
-    line = f"M44 {facts['status'].upper()}: {training['steps_completed']} training steps"
+    line = f"M44 {status_label(facts)}: {training['steps_completed']} training steps"
     if training["first"]:
         line += f", loss {training['first']['loss']:.4f} -> {training['last']['loss']:.4f}"
     evaluation = facts["evaluation"]
@@ -53,7 +60,7 @@ def render_summary(facts: dict) -> str:
     """m44_summary.md: the outcome first, the two required statements, the key facts, the phase table."""
     training, evaluation, repo = facts["training"], facts["evaluation"], facts["repository"]
     lines = [
-        f"# M44 summary: {facts['status'].upper()}",
+        f"# M44 summary: {status_label(facts)}",
         "",
         # A blank quote line between them, so that Markdown shows the two statements as two lines.
         STATEMENTS[0],
@@ -68,6 +75,8 @@ def render_summary(facts: dict) -> str:
             f"**Skipped**: {skipped_text(facts)}. Details: {FAILURE_ANALYSIS}.",
             "",
         ]
+    if facts.get("interactive"):
+        lines += [interactive_text(facts["interactive"]), ""]
     verdict = ("unchanged during the run (git status and tracked-file diff identical before and after)"
                if repo["unchanged"] else f"CHANGED during the run ({repo['change']})")
     lines += [
@@ -98,6 +107,19 @@ def render_summary(facts: dict) -> str:
     plots = ", ".join(facts["plots"]) or "none (training logged no step)"
     lines += ["", f"Plots: {plots}. File hashes: {MANIFEST}.", ""]
     return "\n".join(lines)
+
+
+def interactive_text(interactive: dict) -> str:
+    """The paragraph that says a run was stepped through, not executed as the official run is."""
+    runs = ", ".join(f"{phase} {n}" for phase, n in interactive["runs"].items()) or "none"
+    changes = "; ".join(
+        ", ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in change["changed"].items())
+        + f" (applied from {change['phase']}, run {change['run']})"
+        for change in interactive["parameter_changes"]) or "none"
+    return (f"**Interactive run**, stepped through in Jupyter ({interactive['detected_by']}): not the official run. "
+            f"Times each phase ran: {runs}; the evidence is from each phase's last run (running a phase again "
+            f"deleted its evidence and that of every later phase). Started {interactive['starts']} time(s) in this "
+            f"folder. Parameters changed while stepping through: {changes}.")
 
 
 def data_line(data: dict | None) -> str:

@@ -291,6 +291,7 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
     if state is not None:
         recorded = [{k: p[k] for k in ("name", "status", "duration_s", "cause")} for p in state.get("phases", [])]
         say.expect("phases", facts["phases"], recorded, PHASES)
+        say.expect("interactive", facts.get("interactive"), state.get("interactive"), PHASES)
     config = load_json(run_dir, CONFIG, problems)
     if config is not None:
         say.expect("config_sha256", facts["config_sha256"], config.get("sha256", "n/a"), CONFIG)
