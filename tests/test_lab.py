@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from tests.conftest import profile
 from tests.test_evaluation import eval_items, generations
 
 OFFICIAL_DIR = REPO_ROOT / "submission_runs" / "m44_v1"
+LAB = REPO_ROOT / "build" / "lab"
 
 
 @pytest.fixture
@@ -283,3 +285,232 @@ def test_each_parameter_is_first_read_by_the_phase_the_rerun_rules_say():
         assert name in read_by[phase], f"{name}: not read by {phase}"
         earlier = [p for p in PHASE_ORDER[1:PHASE_ORDER.index(phase)] if name in read_by[p]]
         assert not earlier, f"{name} is read by {earlier}, before {phase}: change FIRST_READ_BY in lib/run.py"
+
+
+# --- the real thing: JupyterLab, a kernel, the notebook cell by cell ------------------------
+
+LAB_RUN = ["-p", "max_steps=30", "-p", "logging_steps=2", "-p", "max_new_tokens=8"]
+INSPECT = """\
+import os
+from lib.generation import generate_greedy
+from lib.modeling import load_model, load_tokenizer
+tokenizer = load_tokenizer(str(trained.model_dir))
+model = load_model(str(trained.model_dir), run.cfg, tokenizer)
+print(os.getcwd(), len(prepared.traces), trained.model_dir.name, sorted(p.name for p in run.dir.iterdir()))
+print(generate_greedy(model, tokenizer, ["What is 6 × 7?"], batch_size=1, max_new_tokens=8)[0]["output"])
+"""
+
+
+class Lab:
+    """JupyterLab as `make lab` starts it, and what the tests need to drive it as a browser would."""
+
+    def __init__(self, proc: subprocess.Popen, server: dict, notebook: Path, run_dir: Path, runtime: Path):
+        self.proc, self.server, self.notebook, self.run_dir, self.runtime = proc, server, notebook, run_dir, runtime
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.server['port']}{path}", method=method,
+            data=None if body is None else json.dumps(body).encode("utf-8"),
+            headers={"Authorization": f"token {self.server['token']}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            text = response.read().decode("utf-8")
+        return json.loads(text) if response.headers.get_content_type() == "application/json" and text else {}
+
+    def save(self, nb) -> None:
+        """What JupyterLab does on Ctrl-S (autosave is the same PUT, without the checkpoint)."""
+        import nbformat
+
+        self.api("PUT", f"/api/contents/{self.notebook.name}",
+                 {"type": "notebook", "format": "json", "content": json.loads(nbformat.writes(nb))})
+        self.api("POST", f"/api/contents/{self.notebook.name}/checkpoints")
+
+
+def repository_state(run_dir: Path) -> tuple[dict, dict[str, int]]:
+    """git's view (as the repository guard sees it) and every file's mtime, leaving out the run and build/lab/."""
+    from lib.snapshot import describe_repository
+    from tests.test_failures import repository_files
+
+    scratch = (run_dir.relative_to(REPO_ROOT).as_posix() + "/", "build/lab/")
+    described = describe_repository()
+    files = {path: mtime for path, mtime in repository_files().items()
+             if not Path(path).as_posix().startswith(scratch)}
+    return {k: described[k] for k in ("status", "diff_sha256")}, files
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """`make lab` on the embedded profile with a short run: the scratch copy, its run folder, JupyterLab serving it."""
+    pytest.importorskip("jupyterlab", reason="make lab installs JupyterLab (requirements-lab.txt)")
+    runtime = tmp_path_factory.mktemp("jupyter")
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_CONFIG_DIR": str(runtime / "config"),
+           "JUPYTER_DATA_DIR": str(runtime / "data"), "IPYTHONDIR": str(runtime / "ipython")}
+    env.pop("JPY_SESSION_NAME", None)
+    root = ["--allow-root"] if getattr(os, "geteuid", lambda: 1)() == 0 else []  # CI runs as root
+    log = runtime / "lab.log"
+    with log.open("w", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lib.lab", "start", "--params", "params/embedded.yaml", *LAB_RUN,
+             "--no-browser", "--port=0", "--IdentityProvider.token=m44-test-token", *root],
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    info = runtime / f"jpserver-{proc.pid}.json"
+    deadline = time.monotonic() + 300  # a bound on the wait, not a measurement
+    while not info.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    text = log.read_text(encoding="utf-8")
+    lines = dict(line.split(": ", 1) for line in text.splitlines() if line.startswith(("Notebook: ", "Run folder: ")))
+    notebook, run_dir = Path(lines.get("Notebook", "-")), Path(lines.get("Run folder", "-"))
+    try:
+        assert info.exists(), f"JupyterLab did not start:\n{text[-3000:]}"
+        yield Lab(proc, json.loads(info.read_text(encoding="utf-8")), notebook, run_dir, runtime)
+    finally:
+        proc.terminate()  # SIGTERM: Jupyter shuts its kernels down and stops
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if notebook.parent == LAB:
+            notebook.unlink(missing_ok=True)
+            (LAB / ".ipynb_checkpoints" / f"{notebook.stem}-checkpoint.ipynb").unlink(missing_ok=True)
+        if run_dir.parent == REPO_ROOT / "submission_runs" and run_dir.name.startswith("interactive-"):
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.mark.notebook
+def test_make_lab_prepares_a_scratch_copy_and_a_new_run_folder_and_serves_them(lab):
+    assert lab.notebook.parent == LAB
+    assert lab.run_dir.parent == REPO_ROOT / "submission_runs" and lab.run_dir.name.startswith("interactive-embedded-")
+    assert lab.notebook.stem == lab.run_dir.name and list(lab.run_dir.iterdir()) == []  # claimed by the first cell
+    assert lab.api("GET", "/api/status")["started"]
+    assert lab.server["root_dir"] == str(LAB)  # Lab can save nothing tracked
+    served = lab.api("GET", f"/api/contents/{lab.notebook.name}")["content"]
+    injected = next(c for c in served["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
+    assert "max_steps = 30\n" in injected["source"] and f'run_dir = "submission_runs/{lab.run_dir.name}"' in injected["source"]
+    assert any(f"%autoreload all\n{LAB_MARKER} = True" in c["source"] for c in served["cells"])
+    assert served["metadata"]["papermill"]["parameters"]["run_dir"] == f"submission_runs/{lab.run_dir.name}"
+
+
+class Kernel:
+    """A kernel the Jupyter server started for the scratch notebook, driven as JupyterLab drives it.
+
+    nbclient turns the kernel's messages into the notebook's outputs (display updates included), so the
+    notebook saved through the contents API is what JupyterLab would save.
+    """
+
+    def __init__(self, lab: Lab):
+        import nbformat
+        from jupyter_client import BlockingKernelClient
+        from nbclient import NotebookClient
+
+        session = lab.api("POST", "/api/sessions", {"path": lab.notebook.name, "name": lab.notebook.name,
+                                                    "type": "notebook", "kernel": {"name": "python3"}})
+        self.client = BlockingKernelClient()
+        self.client.load_connection_file(lab.runtime / f"kernel-{session['kernel']['id']}.json")
+        self.client.start_channels(hb=False)  # the server watches the kernel; a busy machine misses heartbeats
+        self.client.wait_for_ready(timeout=300)
+        self.nb = nbformat.read(lab.notebook, as_version=4)
+        self.outputs = NotebookClient(self.nb, record_timing=False)  # its process_message keeps the outputs as a notebook does
+
+    def index(self, text: str) -> int:
+        return next(i for i, c in enumerate(self.nb.cells) if c.cell_type == "code" and text in c.source)
+
+    def run(self, index: int, on_output=None) -> dict:
+        """Execute one cell as Shift-Enter does; the reply's content (status, ename, evalue)."""
+        from nbclient.exceptions import CellExecutionComplete
+
+        cell = self.nb.cells[index]
+        cell.outputs = []
+        self.outputs.clear_before_next_output = False  # per cell, as nbclient's own execute_cell starts one
+
+        def hook(msg):
+            try:
+                output = self.outputs.process_message(msg, cell, index)
+            except CellExecutionComplete:
+                return
+            if output is not None and on_output is not None:
+                on_output(output)
+
+        return self.client.execute_interactive(cell.source, output_hook=hook, timeout=900)["content"]
+
+    def printed(self, index: int) -> str:
+        return "".join(o.get("text", "") for o in self.nb.cells[index].outputs if o.output_type == "stream")
+
+    def console(self, code: str) -> str:
+        """Code typed in a console on the same kernel: not a cell of the notebook."""
+        out: list[str] = []
+        reply = self.client.execute_interactive(code, timeout=600, output_hook=lambda m: out.append(
+            m["content"].get("text", "") if m["msg_type"] == "stream" else ""))
+        assert reply["content"]["status"] == "ok", reply["content"]
+        return "".join(out)
+
+
+@pytest.mark.notebook
+def test_stepping_through_in_jupyterlab_re_running_evaluation_with_a_changed_parameter(lab):
+    """The cells in order, a save while training runs, evaluation again with max_new_tokens changed, the report."""
+    before = repository_state(lab.run_dir)
+    kernel = Kernel(lab)
+    first = kernel.index("Run.start(globals())")
+    for index in range(first + 1):  # the autoreload cell, the parameters, the injected ones, the first cell
+        if kernel.nb.cells[index].cell_type == "code":
+            assert kernel.run(index)["status"] == "ok", kernel.nb.cells[index].outputs
+    assert "Interactive run (make lab's scratch copy; a Jupyter server's session on" in kernel.printed(first)
+
+    saved = []
+
+    def autosave(output):  # the first training step printed: the worker is training; save as autosave does
+        if not saved and "step" in output.get("text", ""):
+            lab.save(kernel.nb)
+            saved.append(output["text"])
+
+    for phase, text in (("preflight", 'run.phase("preflight"'), ("training", 'run.phase("training"'),
+                        ("evaluation", 'run.phase("evaluation"')):
+        present = {p.name for p in lab.run_dir.iterdir()}
+        assert kernel.run(kernel.index(text), autosave if phase == "training" else None)["status"] == "ok"
+        assert f"completed {phase} in" in kernel.printed(kernel.index(text))
+        new = {p.name for p in lab.run_dir.iterdir()} - present
+        assert new <= set(PHASE_FILES[phase]) | {"claim.json", "phases.json"}, f"{phase} wrote {new}: list them in PHASE_FILES"
+    assert saved, "training printed no step"
+    assert (LAB / ".ipynb_checkpoints" / f"{lab.notebook.stem}-checkpoint.ipynb").is_file()  # beside the copy, scratch
+
+    inspected = kernel.console(INSPECT)  # README: the live objects between cells
+    assert inspected.startswith(f"{LAB} 550 final [") and "generate: 1/1 items" in inspected
+
+    injected = next(i for i, c in enumerate(kernel.nb.cells) if "injected-parameters" in c.metadata.get("tags", []))
+    kernel.nb.cells[injected].source = kernel.nb.cells[injected].source.replace("max_new_tokens = 8", "max_new_tokens = 4")
+    assert kernel.run(injected)["status"] == "ok"
+    evaluation = kernel.index('run.phase("evaluation"')
+    assert kernel.run(evaluation)["status"] == "ok"
+    printed = kernel.printed(evaluation)
+    assert "Parameters changed, applied from evaluation on: max_new_tokens 8 -> 4" in printed
+    assert "evaluation runs again: deleted the evidence of evaluation" in printed and "completed evaluation" in printed
+    for index in range(evaluation + 1, len(kernel.nb.cells)):  # consolidation, the outcome, finish
+        if kernel.nb.cells[index].cell_type == "code":
+            assert kernel.run(index)["status"] == "ok", kernel.nb.cells[index].outputs
+    assert "verification of the run folder: OK" in kernel.printed(len(kernel.nb.cells) - 1)
+    lab.save(kernel.nb)
+
+    done = subprocess.run([sys.executable, "-m", "lib.lab", "render", str(lab.notebook)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, encoding="utf-8", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = subprocess.run([sys.executable, "-m", "lib.verify", str(lab.run_dir)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, encoding="utf-8", timeout=300)
+    assert done.returncode == 0 and "OK:" in done.stdout, done.stdout + done.stderr
+    facts = read_json(lab.run_dir / "m44_summary.json")
+    assert facts["status"] == "completed" and facts["repository"]["unchanged"], facts["repository"]
+    assert facts["interactive"]["runs"] == {"preflight": 1, "training": 1, "evaluation": 2}
+    assert facts["interactive"]["parameter_changes"] == [
+        {"phase": "evaluation", "run": 2, "changed": {"max_new_tokens": [8, 4]}}]
+    assert read_json(lab.run_dir / "evaluation_results.json")["max_new_tokens"] == 4
+    assert read_json(lab.run_dir / "manifest.json")["final"] is True
+    report = (lab.run_dir / "run.html").read_text(encoding="utf-8")
+    assert "M44 summary: COMPLETED (interactive run)" in report  # the card at the top of the report
+    assert "Times each phase ran: preflight 1, training 1, evaluation 2" in report
+
+    official = official_state()  # an official folder refuses the interactive kernel, whatever its run_dir says
+    kernel.console('run_dir = "submission_runs/m44_v1"')
+    reply = kernel.run(first)
+    assert reply["status"] == "error" and reply["ename"] == "ValueError"
+    assert "m44_v1 is an official one-shot folder, and this is an interactive run" in reply["evalue"]
+    assert official_state() == official
+    assert repository_state(lab.run_dir) == before  # nothing outside the run folder and build/lab/ changed
