@@ -134,12 +134,15 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
     evaluation = read_json(results_path)["metrics"] if results_path.exists() else None
     config = read_json(run_dir / CONFIG)
     preflight = run_dir / PREFLIGHT
+    state = read_json(run_dir / PHASES) if (run_dir / PHASES).exists() else {}
     return {
         "status": "completed" if failed is None else f"failed in {failed['name']}",
         "failed": None if failed is None else {k: failed[k] for k in ("name", "cause", "duration_s")},
         "skipped": [{"name": p["name"], "cause": p["cause"]} for p in phases if p["status"] == "skipped"],
         "run_folder": run_dir.name,
         "launcher": launcher,
+        # A run stepped through in Jupyter: what showed it, how often each phase ran, parameters changed (lib/run.py).
+        "interactive": state.get("interactive"),
         "model": cfg.model_name if cfg else f"{params.get('model_name')!r} (parameters invalid)",
         "device_dtype": f"{cfg.device} / {cfg.dtype}" if cfg else "unknown",
         "processes": process_facts(cfg, metrics),

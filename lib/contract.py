@@ -8,6 +8,8 @@ from __future__ import annotations
 
 # Written at the start: the launcher's claim on the folder, the parameters, and each phase as it starts and ends.
 CLAIM = "claim.json"
+INTERACTIVE = "interactive"  # claim.json's launcher for a run a person steps through in Jupyter (lib/run.py)
+LAB_MARKER = "__m44_lab__"  # set by the cell `make lab` adds to its scratch copy: marks the run interactive
 CONFIG = "config.json"
 PHASES = "phases.json"  # the phase records so far and the repository state at the start: a run stopped
                         # before consolidation can still be consolidated (by lib.execute) or explained (lib.verify)
@@ -53,6 +55,26 @@ STATEMENTS = (
     "> M44 is post-submission, evidence-only.",
     "> M42 remains the authoritative submission artifact.",
 )
+
+
+# What each phase writes (names and folders at the top of the run folder). Consolidation writes the same
+# names for a phase that did not run, so they belong to that phase too. An interactive run that re-runs a
+# phase keeps only the files of the phases before it, plus the run's own records: nothing stale survives.
+PHASE_FILES = {
+    "parameters": (CONFIG,),
+    "preflight": (ENV_SNAPSHOT, GPU_SNAPSHOT, PREFLIGHT, DATA_REPORT, BASE_MODEL),
+    "training": (TRAINING_LOG, TRAINING_METRICS, CHECKPOINTS, *PLOTS),
+    "evaluation": (EVAL_RESULTS, EVAL_SUMMARY),
+}
+RUN_RECORDS = (CLAIM, PHASES, STOP_REQUEST)  # who runs the folder and what happened: kept through re-runs
+# Written by consolidation and after it: an interactive run deletes them when it is consolidated again.
+FINISH_FILES = (SUMMARY_FACTS, SUMMARY, FAILURE_ANALYSIS, MANIFEST, NOTEBOOK, REPORT)
+
+
+def files_before(phase: str) -> frozenset[str]:
+    """The names an interactive run keeps when `phase` runs again: the run's records and earlier phases' files."""
+    earlier = PHASE_ORDER[:PHASE_ORDER.index(phase)]
+    return frozenset(RUN_RECORDS).union(*(PHASE_FILES[name] for name in earlier))
 
 
 def required(completed: bool) -> tuple[str, ...]:

@@ -38,8 +38,8 @@ from lib.results import (
 )
 from lib.stats import word_verdict
 from lib.summary import (
-    NO_TRACEBACK, STATEMENTS_MEANING, completed, consequences, data_files, data_line, file_name, next_step,
-    root_causes,
+    NO_TRACEBACK, STATEMENTS_MEANING, completed, consequences, data_files, data_line, file_name, interactive_suffix,
+    interactive_text, next_step, root_causes,
 )
 
 # tqdm.auto warns in a kernel without ipywidgets; the run shows no progress bars (lib/modeling.py
@@ -190,6 +190,8 @@ def card_html(facts: dict, chart_png: bytes | None) -> str:
     the model, hardware and data; the headline numbers with their CIs and the chart; the statements."""
     ok = completed(facts)
     parts = [f'<p class="m44-outcome">{outcome_html(facts)}</p>']
+    if facts.get("interactive"):
+        parts.append(f'<p class="m44-interactive">{html.escape(interactive_text(facts["interactive"]))}</p>')
     if not ok:
         parts += [
             "<h3>Root cause</h3>", list_html(root_causes(facts), "m44-causes"),
@@ -219,11 +221,11 @@ def outcome_html(facts: dict) -> str:
     folder = f" · run folder <code>{html.escape(facts['run_folder'])}</code>"
     if completed(facts):
         phases = len(facts["phases"])
-        return (f'<span class="m44-badge">COMPLETED</span> M44 run: all {phases} phases completed in '
-                f"{facts['run_time_s']:.1f} s{folder}")
+        return (f'<span class="m44-badge">COMPLETED{interactive_suffix(facts)}</span> M44 run: all {phases} phases '
+                f"completed in {facts['run_time_s']:.1f} s{folder}")
     failed = facts["failed"]
-    return (f'<span class="m44-badge">FAILED</span> M44 run failed in phase <b>{html.escape(failed["name"])}</b> '
-            f"after {failed['duration_s']:.1f} s{folder}")
+    return (f'<span class="m44-badge">FAILED{interactive_suffix(facts)}</span> M44 run failed in phase '
+            f'<b>{html.escape(failed["name"])}</b> after {failed['duration_s']:.1f} s{folder}")
 
 
 def facts_html(facts: dict) -> str:

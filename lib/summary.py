@@ -9,6 +9,8 @@ screen (lib/report.py) is built from the same facts with the same helpers below.
     skipped           [{name, cause}] of the phases that did not run
     run_folder, launcher, model, device_dtype, hardware, config_sha256, run_time_s
     processes         {count, backend, sharding}: the training processes (torchrun when count > 1)
+    interactive       null, or for a run stepped through in Jupyter: {detected_by, starts, runs: {phase: n},
+                      parameter_changes: [{phase, run, changed: {name: [old, new]}}]} (phases.json)
     data              {files: {train, eval: {path, sha256, records}}, summary} from data_report.json, or null
                       when pre-flight stopped before both files were read
     preflight         preflight.json's checks [{name, status ("pass" | "fail" | "skip"), detail}], or null
@@ -103,10 +105,19 @@ def data_files(facts: dict) -> list[tuple[str, dict | None]]:
     return [(role, files.get(key)) for key, role in DATA_ROLES]
 
 
+def status_label(facts: dict) -> str:
+    """The status in capitals; an interactive run says so wherever its status is shown."""
+    return facts["status"].upper() + interactive_suffix(facts)
+
+
+def interactive_suffix(facts: dict) -> str:
+    return " (interactive run)" if facts.get("interactive") else ""
+
+
 def outcome_line(facts: dict) -> str:
     """One deterministic line: the status and the numbers a reviewer looks at first."""
     training = facts["training"]
-    line = f"M44 {facts['status'].upper()}: {training['steps_completed']} training steps"
+    line = f"M44 {status_label(facts)}: {training['steps_completed']} training steps"
     if training["first"]:
         line += f", loss {training['first']['loss']:.4f} -> {training['last']['loss']:.4f}"
     evaluation = facts["evaluation"]
@@ -121,7 +132,7 @@ def outcome_line(facts: dict) -> str:
 def render_summary(facts: dict) -> str:
     """m44_summary.md: the outcome (on failure its causes and what to do), the statements, the key facts, the phases."""
     training, evaluation, repo = facts["training"], facts["evaluation"], facts["repository"]
-    lines = [f"# M44 summary: {facts['status'].upper()}", ""]
+    lines = [f"# M44 summary: {status_label(facts)}", ""]
     if facts["failed"]:
         lines += [f"**Failed in phase {facts['failed']['name']}.** Root cause:", ""]
         lines += [f"- {cause}" for cause in root_causes(facts)]
@@ -137,6 +148,8 @@ def render_summary(facts: dict) -> str:
         STATEMENTS_MEANING,
         "",
     ]
+    if facts.get("interactive"):
+        lines += [interactive_text(facts["interactive"]), ""]
     verdict = ("unchanged during the run (git status and tracked-file diff identical before and after)"
                if repo["unchanged"] else f"CHANGED during the run ({repo['change']})")
     lines += [
@@ -170,6 +183,19 @@ def render_summary(facts: dict) -> str:
     plots = ", ".join(facts["plots"]) or "none (training logged no step)"
     lines += ["", f"Plots: {plots}. File hashes: {MANIFEST}.", ""]
     return "\n".join(lines)
+
+
+def interactive_text(interactive: dict) -> str:
+    """The paragraph that says a run was stepped through, not executed as the official run is."""
+    runs = ", ".join(f"{phase} {n}" for phase, n in interactive["runs"].items()) or "none"
+    changes = "; ".join(
+        ", ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in change["changed"].items())
+        + f" (applied from {change['phase']}, run {change['run']})"
+        for change in interactive["parameter_changes"]) or "none"
+    return (f"Interactive run, stepped through in Jupyter ({interactive['detected_by']}): not the official run. "
+            f"Times each phase ran: {runs}; the evidence is from each phase's last run (running a phase again "
+            f"deleted its evidence and that of every later phase). Started {interactive['starts']} time(s) in this "
+            f"folder. Parameters changed while stepping through: {changes}.")
 
 
 def render_failure_analysis(facts: dict) -> str:

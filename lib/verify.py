@@ -292,6 +292,7 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
     if state is not None:
         recorded = [{k: p[k] for k in ("name", "status", "duration_s", "cause")} for p in state.get("phases", [])]
         say.expect("phases", facts["phases"], recorded, PHASES)
+        say.expect("interactive", facts.get("interactive"), state.get("interactive"), PHASES)
     preflight = load_json(run_dir, PREFLIGHT, problems)
     say.expect("preflight", facts["preflight"], preflight.get("checks") if preflight else None, PREFLIGHT)
     config = load_json(run_dir, CONFIG, problems)
