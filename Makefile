@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The run must leave no stray files in the repository, bytecode caches included.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test bench data check-data rehearse gemma demo-gemma clean-venv
+.PHONY: demo test bench data check-data rehearse gemma demo-gemma lab lab-install clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ gemma: $(VENV)/.gemma-installed  ## install the Gemma 3 270M profile's packages 
 
 demo-gemma: gemma  ## the notebook on Google's pretrained gemma-3-270m, on the CPU (~20 min on 2 cores)
 	$(PY) -m lib.execute --params params/gemma3-270m.yaml
+
+$(VENV)/.lab-installed: requirements-lab.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-lab.txt
+	touch $@
+
+lab-install: $(VENV)/.lab-installed  ## install JupyterLab (pinned in requirements-lab.txt), nothing else
+
+lab: lab-install  ## JupyterLab on a scratch copy of the notebook and a new interactive run: PROFILE= (default: embedded)
+	$(PY) -m lib.lab start $(if $(PROFILE),--params "$(PROFILE)")
 
 check-data: $(STAMP)  ## the data checks of pre-flight and a report, no run: TRAIN=, EVAL=, PROFILE= (default: the profile's files)
 	$(PY) -m lib.data check $(if $(TRAIN),--train "$(TRAIN)") $(if $(EVAL),--eval "$(EVAL)") --params $(or $(PROFILE),params/embedded.yaml)
