@@ -93,9 +93,10 @@ def run_config(params_file: Path, model_dir: str, out: Path, **changes) -> RunCo
                                      **changes})
 
 
-def original_trainer(cfg: RunConfig, model, tokenizer, records: list[dict], out: Path, budget) -> Trainer:
-    """The first attempt's setup: the plain Trainer on records padded (and truncated) to 128."""
-    cut = [{k: v[:ORIGINAL_SEQ] for k, v in r.items()} for r in records]
+def original_trainer(cfg: RunConfig, model, tokenizer, records: list[dict], out: Path, budget,
+                     seq: int = ORIGINAL_SEQ) -> Trainer:
+    """The first attempt's setup: the plain Trainer on records padded (and truncated) to `seq` (128)."""
+    cut = [{k: v[:seq] for k, v in r.items()} for r in records]
     args = TrainingArguments(
         output_dir=str(out), max_steps=10**6, per_device_train_batch_size=1, gradient_accumulation_steps=4,
         optim="adafactor", learning_rate=cfg.learning_rate, bf16=cfg.dtype == "bfloat16",
@@ -103,7 +104,7 @@ def original_trainer(cfg: RunConfig, model, tokenizer, records: list[dict], out:
         report_to="none", disable_tqdm=True, dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
     )
-    collator = DataCollatorForSeq2Seq(tokenizer, padding="max_length", max_length=ORIGINAL_SEQ,
+    collator = DataCollatorForSeq2Seq(tokenizer, padding="max_length", max_length=seq,
                                       label_pad_token_id=IGNORE_INDEX)
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(cut), data_collator=collator,
                       processing_class=tokenizer, callbacks=[budget])

@@ -1,13 +1,25 @@
-"""What a run needs before it starts: device memory for training and disk for the checkpoint.
+"""What a run needs before it starts: memory for training and disk for the checkpoint.
 
-An estimate from the model's config, not a measurement: weights, gradients, optimizer state,
-activations and logits for the configured micro-batch and sequence length. No library computes
-this for a Trainer run (accelerate's estimator counts weights only), hence the arithmetic here.
+An estimate from the model's config, checked against measurements (bench/bench_memory.py,
+docs/BENCHMARKS.md): no library computes this for a Trainer run (accelerate's estimator counts
+weights only), hence the arithmetic here. Training's memory peaks in one of two phases:
+
+- forward and backward: weights, gradients (filled in as the backward frees activations; counted
+  whole), the activations kept for the backward pass and the logits the loss reads;
+- the optimizer step: weights, gradients, the optimizer's state, and the temporaries it makes for
+  one parameter at a time (the largest one sets the peak).
+
+On a GPU the tensors' peak is the larger of the two (what torch.cuda.max_memory_allocated
+measures), and the CUDA contexts and the caching allocator's slack come on top. On a CPU the
+process's resident memory is what counts (it is what the OS runs out of), and it does not fall
+back between the phases: glibc keeps the heap of the many small activation tensors resident
+after the backward frees them, so the optimizer step's temporaries come on top of it. There the
+estimate adds the phases, plus the process's own memory (Python, torch, the data).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -24,67 +36,157 @@ HIDDEN_TENSORS, INTERMEDIATE_TENSORS, SCORE_TENSORS = 15, 8, 4
 # The loss upcasts logits to float32 and keeps them, their softmax and their gradient; only at
 # the positions the loss reads (the response), as lib/trainer.py computes them.
 LOGIT_COPIES = 3
-# CUDA context, allocator caching and fragmentation on top of the sum (uncalibrated: see
-# docs/BENCHMARKS.md for the measured peak when a GPU was available).
-OVERHEAD_FACTOR, OVERHEAD_FIXED = 1.2, 1.0 * GIB
+# A CPU process's resident memory before the model: the Python interpreter, torch, transformers and
+# datasets loaded, the tokenizer and the encoded records. Measured 0.49 GiB (embedded, Gemma 2B shape)
+# and 0.80 GiB (gemma-3-270m, whose tokenizer has 262,144 tokens) by bench/bench_memory.py
+# (docs/BENCHMARKS.md); rounded up.
+CPU_PROCESS_BYTES = 1 * GIB
+# On a GPU: the CUDA context (the worker's, and the notebook kernel's that checked free memory)
+# and the caching allocator's reserved-but-unallocated slack. Not yet measured (no GPU has been
+# lent; bench/gpu_check.py prints the allocator's peak against this estimate when one is).
+CUDA_CONTEXT_BYTES = 1 * GIB
+CUDA_ALLOCATOR_FACTOR = 1.2
 
 
 @dataclass(frozen=True)
 class Footprint:
+    """The estimate, per component, in bytes; `to_dict()` for the evidence files."""
+
+    device: str
     parameters: int
+    tokens: int  # micro-batch x the longest record's tokens: the activations' positions
     weights: int
     gradients: int
-    optimizer: int
+    optimizer: int  # the optimizer's state
+    optimizer_step: int  # temporaries of the optimizer step, for the largest parameter
     activations: int
     logits: int
+    process: int  # CPU: the process beyond its tensors; GPU: 0 (see cuda_overhead)
+
+    @property
+    def forward_backward(self) -> int:
+        return self.weights + self.gradients + self.activations + self.logits
+
+    @property
+    def optimizer_phase(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.optimizer_step
+
+    @property
+    def tensors(self) -> int:
+        """The tensors' peak: what torch.cuda.max_memory_allocated measures on a GPU."""
+        return max(self.forward_backward, self.optimizer_phase)
+
+    @property
+    def cuda_overhead(self) -> int:
+        """What a GPU needs beyond the tensors' peak: allocator slack and the CUDA contexts."""
+        if self.device != "cuda":
+            return 0
+        return int(self.tensors * (CUDA_ALLOCATOR_FACTOR - 1)) + CUDA_CONTEXT_BYTES
 
     @property
     def total(self) -> int:
-        """The bytes training needs at its peak, overhead included."""
-        raw = self.weights + self.gradients + self.optimizer + self.activations + self.logits
-        return int(raw * OVERHEAD_FACTOR + OVERHEAD_FIXED)
+        """The bytes training needs at its peak: the device memory on a GPU; on a CPU the process's
+        resident memory, where freed activations stay resident through the optimizer step."""
+        if self.device == "cuda":
+            return self.tensors + self.cuda_overhead
+        return (self.process + self.weights + self.gradients + self.optimizer + self.optimizer_step
+                + self.activations + self.logits)
 
     @property
     def checkpoint(self) -> int:
         """The bytes of the saved final model."""
         return self.weights
 
+    def to_dict(self) -> dict:
+        """Every component and the derived phases, in bytes: JSON-ready."""
+        derived = ("forward_backward", "optimizer_phase", "tensors", "cuda_overhead", "total")
+        return {**asdict(self), **{name: getattr(self, name) for name in derived}}
+
     def describe(self) -> str:
-        parts = ("weights", "gradients", "optimizer", "activations", "logits")
-        return ", ".join(f"{p} {getattr(self, p) / GIB:.2f}" for p in parts) + f" -> {self.total / GIB:.2f} GiB"
+        parts = ("weights", "gradients", "optimizer", "optimizer_step", "activations", "logits", "process")
+        extra = f", CUDA overhead {self.cuda_overhead / GIB:.2f}" if self.device == "cuda" else ""
+        return (", ".join(f"{p.replace('_', ' ')} {getattr(self, p) / GIB:.2f}" for p in parts) + extra
+                + f" -> {self.total / GIB:.2f} GiB")
 
 
 def count_parameters(model_source: str) -> tuple[int, object]:
     """Parameters of the model at `model_source`, counted on the meta device (no memory used)."""
+    shapes, config = _parameter_shapes(model_source)
+    return sum(_numel(s) for s in shapes), config
+
+
+def _parameter_shapes(model_source: str) -> tuple[list[tuple[int, ...]], object]:
+    """The shape of every distinct parameter (tied ones once), from the config alone."""
     config = AutoConfig.from_pretrained(model_source)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in model.parameters()), config
+    return [tuple(p.shape) for p in model.parameters()], config
 
 
-def estimate_training_memory(model_source: str, cfg: RunConfig, loss_tokens: int | None = None) -> Footprint:
-    """The footprint of training at micro-batch `cfg.batch_size` and `cfg.max_seq_length` tokens.
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for size in shape:
+        n *= size
+    return n
 
-    `loss_tokens`: the most positions of one record the loss reads (its response); training
-    computes logits only there (lib/trainer.py). Unknown, every position is counted.
+
+def estimate_training_memory(model_source: str, cfg: RunConfig, loss_tokens: int | None = None,
+                             longest_tokens: int | None = None) -> Footprint:
+    """The footprint of training `cfg.batch_size` records at a time.
+
+    `longest_tokens`: the longest record's length in tokens; length-grouped batches pad to their
+    longest record, so activations are counted at micro-batch x this many positions (unknown:
+    `cfg.max_seq_length`). `loss_tokens`: the most positions of one record the loss reads (its
+    response); training computes logits only there (lib/trainer.py). Unknown: every position.
     """
-    n, config = count_parameters(model_source)
+    shapes, config = _parameter_shapes(model_source)
     text = getattr(config, "text_config", config)
+    n = sum(_numel(s) for s in shapes)
     b = BYTES[cfg.dtype]
-    tokens = cfg.batch_size * cfg.max_seq_length
-    # adamw_torch keeps two moments per parameter; Adafactor factors its second moment into
-    # row and column vectors, and transformers' Adafactor keeps no first moment by default.
-    optimizer = 2 * n * b if cfg.optimizer == "adamw_torch" else n * b // 100
+    length = longest_tokens or cfg.max_seq_length
+    tokens = cfg.batch_size * length
     per_token_layer = (
         HIDDEN_TENSORS * text.hidden_size
         + INTERMEDIATE_TENSORS * text.intermediate_size
-        + SCORE_TENSORS * text.num_attention_heads * cfg.max_seq_length
+        + SCORE_TENSORS * text.num_attention_heads * length
     ) * b
     return Footprint(
+        device=cfg.device,
         parameters=n,
+        tokens=tokens,
         weights=n * b,
         gradients=n * b,
-        optimizer=optimizer,
+        optimizer=optimizer_state_bytes(cfg.optimizer, shapes, b),
+        optimizer_step=optimizer_step_bytes(cfg.optimizer, shapes, b, cfg.device),
         activations=tokens * text.num_hidden_layers * per_token_layer,
-        logits=cfg.batch_size * (loss_tokens or cfg.max_seq_length) * text.vocab_size * 4 * LOGIT_COPIES,
+        logits=cfg.batch_size * (loss_tokens or length) * text.vocab_size * 4 * LOGIT_COPIES,
+        process=CPU_PROCESS_BYTES if cfg.device == "cpu" else 0,
     )
+
+
+def optimizer_state_bytes(optimizer: str, shapes: list[tuple[int, ...]], b: int) -> int:
+    """The optimizer's state after its first step.
+
+    adamw_torch keeps two moments per parameter, in the parameters' dtype. transformers' Adafactor
+    (no first moment by default) keeps, in float32, a row and a column vector for each matrix and a
+    full second moment for each vector (the norms).
+    """
+    if optimizer == "adamw_torch":
+        return 2 * b * sum(_numel(s) for s in shapes)
+    return 4 * sum(_numel(s[:-1]) + _numel(s[:-2] + s[-1:]) if len(s) >= 2 else _numel(s) for s in shapes)
+
+
+def optimizer_step_bytes(optimizer: str, shapes: list[tuple[int, ...]], b: int, device: str) -> int:
+    """The temporaries the optimizer step holds at its peak, beyond weights, gradients and state.
+
+    transformers' Adafactor updates one parameter at a time in float32: a bfloat16 parameter and its
+    gradient are upcast (2 copies), and the squared gradient and the factored estimate coexist
+    (2 more), so the largest parameter (Gemma's embedding) sets the peak: 4 float32 copies of it, or
+    2 when the parameters are float32 already. torch's AdamW on a CPU also goes one parameter at a
+    time (2 temporaries: the square root and its quotient); on a GPU its multi-tensor path takes the
+    square root of every second moment at once (one copy of all parameters).
+    """
+    largest = max(_numel(s) for s in shapes)
+    if optimizer == "adamw_torch":
+        return b * sum(_numel(s) for s in shapes) if device == "cuda" else 2 * b * largest
+    return 4 * largest * (4 if b == 2 else 2)

@@ -1,0 +1,169 @@
+"""The full-size check for a lent GPU: Gemma 2B's architecture in bfloat16, the official configuration.
+
+    python bench/gpu_check.py                  # on a CUDA GPU (a few minutes)
+    python bench/gpu_check.py --tiny           # the same code on the CPU with the embedded config, in seconds
+
+No hub and no internet needed: the model is models/gemma-2b/config.json with seeded random weights,
+built on the device (lib.embedded.init_model), with a tokenizer trained on the training records
+(lib.embedded.build_tokenizer, ~1,570 tokens; the embedding keeps Gemma's 256,000 rows). It trains
+`--steps` optimizer steps through the project's trainer (lib.trainer.build_trainer) with the
+official parameters (params/m44.yaml: micro-batch 1, gradient accumulation 4, max_seq_length 512,
+Adafactor, bf16, eager attention), and prints:
+
+  ours       non-padding tokens/s (the Trainer's own count; the first step excluded as warm-up)
+  MFU        6 x parameters x tokens/s over the bf16 matmul peak measured in the same run
+             (lib.throughput.measure_peak_flops)
+  memory     the allocator's peak (torch.cuda.max_memory_allocated) and its reserved peak against
+             lib.resources' estimate of the tensors' peak, and the device memory in use (CUDA
+             contexts included) against the estimate's total: the figures that calibrate
+             CUDA_ALLOCATOR_FACTOR and CUDA_CONTEXT_BYTES
+  original   the original M44 configuration on the same GPU and weights (bench/bench_training.py:
+             the plain Trainer, micro-batch 1 x 4, records padded and truncated to 128 tokens,
+             full-vocabulary logits), over the same number of non-padding tokens, and the speedup
+
+On the CPU (--tiny or --device cpu) memory is the process's peak RSS and the estimate's total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from bench_training import ORIGINAL_SEQ, TokenBudget, original_trainer
+from datasets import Dataset
+from profiles import load_profile, run_config
+from transformers import TrainerCallback
+
+from lib.config import REPO_ROOT
+from lib.data import load_traces
+from lib.embedded import GEMMA_2B_CONFIG, MODEL_CONFIG, build_tokenizer, init_model, read_config
+from lib.modeling import DTYPES, free_device_memory
+from lib.render import IGNORE_INDEX, encode_traces
+from lib.resources import GIB, estimate_training_memory
+from lib.throughput import (bfloat16_matmuls, measure_peak_flops, model_flops_utilization, peak_memory,
+                            reset_peak_memory)
+from lib.trainer import build_trainer
+
+
+class StepClock(TrainerCallback):
+    """Non-padding tokens and seconds from the end of the first optimizer step to the end of the last."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.t0 = self.t1 = 0.0
+        self.tokens0 = self.tokens1 = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.device == "cuda":
+            torch.cuda.synchronize()  # time finished work, not queued kernels
+        now, tokens = time.perf_counter(), state.num_input_tokens_seen
+        if state.global_step == 1:
+            self.t0, self.tokens0 = now, tokens
+        self.t1, self.tokens1 = now, tokens
+
+    @property
+    def measured(self) -> tuple[int, float]:
+        return self.tokens1 - self.tokens0, self.t1 - self.t0
+
+
+def device_memory_in_use() -> int:
+    """Device memory used by everything on the GPU (this process's CUDA context included)."""
+    free, total = torch.cuda.mem_get_info()
+    return total - free
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=GEMMA_2B_CONFIG, help="a committed model config.json")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
+    parser.add_argument("--steps", type=int, default=30, help="optimizer steps of ours (default 30)")
+    parser.add_argument("--tiny", action="store_true", help="= --config models/embedded/config.json --device cpu "
+                        "--dtype float32 --steps 3, with the embedded profile's max_seq_length (its tokenizer is small)")
+    args = parser.parse_args(argv)
+    changes = {}
+    if args.tiny:
+        args.config, args.device, args.dtype, args.steps = MODEL_CONFIG, "cpu", "float32", 3
+        changes["max_seq_length"] = load_profile("embedded")["max_seq_length"]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: this check is for a lent GPU (run it with --tiny to check the script on the CPU)")
+
+    dtype = DTYPES[args.dtype]
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        cfg = run_config("m44", model_name=str(args.config.parent), run_dir=str(Path(tmp) / "run"), device=args.device,
+                         dtype=args.dtype, max_steps=args.steps, logging_steps=args.steps, **changes)
+        traces = load_traces(cfg.path("train_file"))
+        tokenizer = build_tokenizer(traces, read_config(args.config).vocab_size)
+        tokenizer.padding_side = "right"
+        records = encode_traces(traces, tokenizer, cfg.max_seq_length)
+        longest = max(len(r["input_ids"]) for r in records)
+        loss_tokens = max(sum(label != IGNORE_INDEX for label in r["labels"]) for r in records)
+
+        def make_model():
+            t0 = time.perf_counter()
+            model = init_model(read_config(args.config, tokenizer), cfg.seed, dtype, args.device, cfg.attn_implementation)
+            return model, time.perf_counter() - t0
+
+        peak = measure_peak_flops(args.device, dtype, budget_s=2.0)
+        name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+        print(f"device: {name}; torch {torch.__version__}; {args.config.relative_to(REPO_ROOT)} in {args.dtype}, "
+              f"attention {cfg.attn_implementation}")
+        print(f"data: {len(records)} records, longest {longest} tokens, longest response {loss_tokens}; "
+              f"micro-batch {cfg.batch_size} x accumulation {cfg.gradient_accumulation_steps}, {cfg.optimizer}, "
+              f"max_seq_length {cfg.max_seq_length}")
+        print(f"device peak: {peak.flops / 1e12:,.3f} TFLOP/s ({peak.source})")
+
+        # Ours: the run's trainer, the official configuration.
+        model, build_s = make_model()
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"model: {n_params:,} parameters, built on {args.device} in {build_s:.1f} s", flush=True)
+        clock = StepClock(args.device)
+        trainer = build_trainer(cfg, model, tokenizer, Dataset.from_list(records), Path(tmp) / "ours", [clock])
+        reset_peak_memory(args.device)
+        with bfloat16_matmuls(args.device, dtype):
+            trainer.train()
+        allocated = peak_memory(args.device)[0]
+        reserved = torch.cuda.max_memory_reserved() if args.device == "cuda" else None
+        in_use = device_memory_in_use() if args.device == "cuda" else None
+        tokens, seconds = clock.measured
+        ours_rate = tokens / seconds
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        del trainer, model
+        free_device_memory()
+
+        # The original configuration, fresh copies of the same weights, as many non-padding tokens.
+        model, _ = make_model()
+        budget = TokenBudget(tokens, args.device)
+        original = original_trainer(dataclasses.replace(cfg, max_steps=10**6), model, tokenizer, records,
+                                    Path(tmp) / "original", budget)
+        with bfloat16_matmuls(args.device, dtype):
+            original.train()
+        original_tokens, original_s = budget.measured
+        original_rate = original_tokens / original_s
+        del original, model
+        free_device_memory()
+
+    footprint = estimate_training_memory(str(args.config.parent), cfg, loss_tokens=loss_tokens, longest_tokens=longest)
+    mfu = model_flops_utilization(n_params, tokens, seconds, peak.flops)
+    print(f"\nours: {tokens:,} non-padding tokens in {seconds:.1f} s over steps 2-{args.steps}: "
+          f"{ours_rate:,.1f} tokens/s; MFU {mfu:.1%}; loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+    if args.device == "cuda":
+        print(f"memory: allocator peak {allocated / GIB:.2f} GiB (reserved peak {reserved / GIB:.2f} GiB) against the "
+              f"estimated tensors' peak {footprint.tensors / GIB:.2f} GiB; device memory in use {in_use / GIB:.2f} GiB "
+              f"against the estimated total {footprint.total / GIB:.2f} GiB")
+    else:
+        print(f"memory: peak RSS {allocated / GIB:.2f} GiB against the estimated total {footprint.total / GIB:.2f} GiB")
+    print(f"estimate: {footprint.describe()}")
+    print(f"original: {original_tokens:,} non-padding tokens in {original_s:.1f} s: {original_rate:,.1f} tokens/s "
+          f"(1 x 4, padded and truncated to {ORIGINAL_SEQ}, full logits)")
+    print(f"speedup: {ours_rate / original_rate:.2f}x (ours over the original, non-padding tokens/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""bench/gpu_check.py, the check waiting for a lent GPU, runs end to end on the CPU (--tiny), so it cannot rot."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lib.config import REPO_ROOT
+
+
+def run_check(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "bench/gpu_check.py", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+        encoding="utf-8", env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+
+
+def test_the_check_runs_on_the_cpu_with_the_embedded_config():
+    done = run_check("--tiny")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "models/embedded/config.json in float32" in out
+    assert re.search(r"^ours: [\d,]+ non-padding tokens in [\d.]+ s over steps 2-3: [\d,.]+ tokens/s; MFU [\d.]+%", out, re.M)
+    assert re.search(r"^memory: peak RSS [\d.]+ GiB against the estimated total [\d.]+ GiB", out, re.M)
+    assert re.search(r"^original: [\d,]+ non-padding tokens .* tokens/s", out, re.M)
+    assert re.search(r"^speedup: [\d.]+x", out.splitlines()[-1])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: the check would run for real")
+def test_without_a_gpu_it_says_how_to_check_the_script():
+    done = run_check()
+    assert done.returncode != 0 and "--tiny" in done.stderr
