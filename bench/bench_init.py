@@ -16,6 +16,7 @@ start for each.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import hashlib
 import sys
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ours = measure("ours: lib.embedded.init_model", lambda: init_model(config, args.seed, dtype))
     first = fingerprint(ours)
     with tempfile.TemporaryDirectory(prefix="bench-init-") as tmp:
-        measure("ours: save_pretrained", lambda: ours.save_pretrained(tmp))
+        measure("ours: save_pretrained", functools.partial(ours.save_pretrained, tmp))
     del ours
     again = measure("ours again, same seed", lambda: init_model(config, args.seed, dtype))
     same = fingerprint(again) == first

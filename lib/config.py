@@ -39,7 +39,9 @@ class RunConfig:
     """
 
     # model
-    model_name: str = "google/gemma-2b"  # hub id, local model folder, "embedded", or "gemma-3-270m-gguf"
+    # hub id, local model folder, "gemma-3-270m-gguf", or a model built here from a committed config with
+    # seeded random weights: "embedded" (tiny) or "gemma-2b-shape" (Gemma 2B's architecture, to measure)
+    model_name: str = "google/gemma-2b"
     device: Literal["cuda", "cpu"] = "cuda"
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
     attn_implementation: Literal["eager", "sdpa"] = "eager"
@@ -65,6 +67,7 @@ class RunConfig:
     num_processes: int = field(default=1, metadata=_range(1, 64))  # one per GPU; >1 starts them through torchrun
     sharding: Literal["none", "fsdp"] = "none"  # with several processes: none = DDP (a full copy each), fsdp = FSDP2
     # evaluation
+    eval_limit: int = field(default=0, metadata=_range(0, 1_000_000))  # score the first N eval items only; 0: all
     eval_batch_size: int = field(default=16, metadata=_range(1, 4096))
     max_new_tokens: int = field(default=256, metadata=_range(1, 32_768))
     # where the evidence goes
@@ -74,11 +77,6 @@ class RunConfig:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             check_value(f, hints[f.name], getattr(self, f.name))
-        if self.device == "cpu" and self.dtype == "bfloat16":
-            raise ValueError(
-                "parameter 'dtype': bfloat16 training on the CPU is slow and imprecise; "
-                "use dtype: float32 with device: cpu"
-            )
         if self.sharding == "fsdp" and (self.device != "cuda" or self.num_processes < 2):
             # Accelerate shards only on accelerators; on the CPU the Trainer would quietly run DDP instead.
             raise ValueError(
@@ -122,8 +120,13 @@ class RunConfig:
         return resolve_path(getattr(self, name))
 
     @property
-    def uses_embedded_model(self) -> bool:
-        return self.model_name == "embedded"
+    def builds_model(self) -> bool:
+        """A model built in the run folder, with a tokenizer trained on the training texts (lib/embedded.py)."""
+        return self.model_name in BUILT_MODELS
+
+
+# model_name values that build a model from models/<folder>/config.json with seeded random weights.
+BUILT_MODELS = {"embedded": "embedded", "gemma-2b-shape": "gemma-2b"}
 
 
 def parameter_names() -> list[str]:

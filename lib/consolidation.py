@@ -16,7 +16,7 @@ from lib.contract import (
 from lib.evidence import read_json, write_json, write_manifest, write_text
 from lib.runfolder import read_claim
 from lib.snapshot import describe_repository, write_env_snapshot, write_gpu_snapshot
-from lib.summary import outcome_line, render_failure_analysis, render_summary
+from lib.summary import caveats, outcome_line, render_failure_analysis, render_summary
 
 GUARD = "repository guard"
 
@@ -152,6 +152,8 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
         "data": data_facts(run_dir),
         "preflight": read_json(preflight)["checks"] if preflight.exists() else None,
         "repository": {k: repository.get(k) for k in ("commit", "dirty", "unchanged", "change")},
+        "caveats": caveats(params),
+        "memory": metrics.get("memory"),
         "training": {
             "status": metrics["status"],
             "steps_completed": metrics["steps_completed"],

@@ -42,7 +42,7 @@ from lib.data import (
     load_eval_file,
     load_trace_file,
 )
-from lib.embedded import MODEL_CONFIG, build_tokenizer
+from lib.embedded import build_tokenizer, model_config_path, read_config
 from lib.modeling import load_tokenizer
 from lib.render import encode_prompt, encode_trace
 from lib.scoring import answer_type
@@ -63,9 +63,9 @@ def load_profile(params: Path | None) -> RunConfig:
 
 def load_profile_tokenizer(cfg: RunConfig, traces: list[dict]) -> tuple[PreTrainedTokenizerBase, str]:
     """The tokenizer a run with `cfg` trains with, and a few words on where it came from."""
-    if cfg.uses_embedded_model:
-        vocab_size = json.loads(MODEL_CONFIG.read_text(encoding="utf-8"))["vocab_size"]
-        return build_tokenizer(traces, vocab_size), f"embedded, built from the {len(traces)} training texts"
+    if cfg.builds_model:
+        vocab_size = read_config(model_config_path(cfg.model_name)).vocab_size
+        return build_tokenizer(traces, vocab_size), f"{cfg.model_name}, built from the {len(traces)} training texts"
     try:
         if cfg.model_name == gguf_model.MODEL_NAME:
             folder = gguf_model.materialise()  # converted once into a cache outside the repository

@@ -16,12 +16,12 @@ import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 
-from lib.config import REPO_ROOT
+from lib.config import BUILT_MODELS, REPO_ROOT
 from lib.modeling import DTYPES
 from lib.render import END_OF_TURN, RESPONSE_TAGS, START_OF_TURN, render_prompt, render_response
 
-MODEL_CONFIG = REPO_ROOT / "models" / "embedded" / "config.json"
-GEMMA_2B_CONFIG = REPO_ROOT / "models" / "gemma-2b" / "config.json"
+MODEL_CONFIG = REPO_ROOT / "models" / BUILT_MODELS["embedded"] / "config.json"
+GEMMA_2B_CONFIG = REPO_ROOT / "models" / BUILT_MODELS["gemma-2b-shape"] / "config.json"
 # Gemma's own ids for the first four special tokens, so ids mean the same as in Gemma.
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", START_OF_TURN, END_OF_TURN]
 # Random bytes are drawn in slices of this many weights (16 MB), so no matrix needs a second copy of itself.
@@ -78,6 +78,11 @@ def build_model_from_config(config_path: Path, traces: list[dict], seed: int, dt
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def model_config_path(model_name: str) -> Path:
+    """models/<folder>/config.json of a model_name that lib.config.BUILT_MODELS lists."""
+    return REPO_ROOT / "models" / BUILT_MODELS[model_name] / "config.json"
 
 
 def read_config(config_path: Path, tokenizer: PreTrainedTokenizerFast | None = None) -> PretrainedConfig:

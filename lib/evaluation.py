@@ -15,9 +15,10 @@ from lib.contract import COMPARISON_PLOT, EVAL_RESULTS, EVAL_SUMMARY
 from lib.evidence import read_json, write_json, write_text
 from lib.generation import generate_greedy
 from lib.launcher import run_worker
-from lib.modeling import free_device_memory, load_model, load_tokenizer
+from lib.modeling import DTYPES, free_device_memory, load_model, load_tokenizer
 from lib.plots import plot_comparison
 from lib.results import MODELS, build_results, headline, render_evaluation_summary
+from lib.throughput import bfloat16_matmuls
 
 if TYPE_CHECKING:
     from lib.preflight import Prepared
@@ -29,10 +30,11 @@ def generate_for(source: str, cfg: RunConfig, eval_items: list[dict], label: str
     tokenizer = load_tokenizer(source)
     model = load_model(source, cfg, tokenizer)
     try:
-        return generate_greedy(
-            model, tokenizer, [item["prompt"] for item in eval_items],
-            cfg.eval_batch_size, cfg.max_new_tokens, label=label,
-        )
+        with bfloat16_matmuls(cfg.device, DTYPES[cfg.dtype]):  # a no-op except bfloat16 on a CPU without its kernels
+            return generate_greedy(
+                model, tokenizer, [item["prompt"] for item in eval_items],
+                cfg.eval_batch_size, cfg.max_new_tokens, label=label,
+            )
     finally:
         del model
         free_device_memory()
@@ -46,8 +48,9 @@ def evaluate(cfg: RunConfig, run_dir: Path, prepared: Prepared, trained: Trained
     """Baseline (the model before training) and trained, same items, same decoding, same scorer."""
     sources = {"baseline": prepared.model_source, "trained": str(trained.model_dir)}
     if cfg.num_processes == 1:
-        generations = {label: generate_for(sources[label], cfg, prepared.eval_items, label) for label in MODELS}
-        return write_evaluation(run_dir, cfg, prepared.eval_items, generations)
+        items = scored_items(cfg, prepared.eval_items)
+        generations = {label: generate_for(sources[label], cfg, items, label) for label in MODELS}
+        return write_evaluation(run_dir, cfg, items, generations)
     ended = run_worker("lib.evaluator", [str(run_dir), sources["baseline"], sources["trained"]],
                        cfg.num_processes, "evaluation process")
     if ended.returncode != 0:
@@ -57,10 +60,16 @@ def evaluate(cfg: RunConfig, run_dir: Path, prepared: Prepared, trained: Trained
     return read_json(run_dir / EVAL_RESULTS)["metrics"]
 
 
+def scored_items(cfg: RunConfig, eval_items: list[dict]) -> list[dict]:
+    """The items evaluation scores: all of them, or the first `eval_limit` (a short run at full model size)."""
+    return eval_items[:cfg.eval_limit] if cfg.eval_limit else eval_items
+
+
 def write_evaluation(out_dir: Path, cfg: RunConfig, eval_items: list[dict],
                      generations: dict[str, list[dict]], extra: dict | None = None) -> dict:
     """Score the generations, write evaluation_results.json, its summary and the comparison chart; return the metrics."""
-    results = build_results(eval_items, generations, cfg.max_new_tokens, extra)
+    limit = {"eval_limit": cfg.eval_limit} if cfg.eval_limit else {}  # recorded only when it left items out
+    results = build_results(eval_items, generations, cfg.max_new_tokens, {**limit, **(extra or {})})
     write_json(out_dir / EVAL_RESULTS, results)
     write_text(out_dir / EVAL_SUMMARY, render_evaluation_summary(results["metrics"], results["items"]))
     if "comparison" in results["metrics"]:

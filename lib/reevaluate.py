@@ -79,7 +79,7 @@ def find_baseline(choice: str, model: Path, params_file: Path | None, out: Path)
         return str(in_run), f"the run folder's {BASE_MODEL}/"
     profile = load_config(params_file, {"run_dir": str(out)})
     try:  # as pre-flight resolves it; the embedded model's tokenizer is trained on the training texts
-        traces = load_traces(profile.path("train_file")) if profile.uses_embedded_model else []
+        traces = load_traces(profile.path("train_file")) if profile.builds_model else []
         source = resolve_model_source(profile, traces, out)
     except (OSError, ImportError, RuntimeError, ValueError) as exc:  # missing, no package, no access, bad data
         return None, (f"not evaluated: the profile's model {profile.model_name!r} is not available "

@@ -39,7 +39,7 @@ from lib.results import (
 from lib.stats import word_verdict
 from lib.summary import (
     NO_TRACEBACK, STATEMENTS_MEANING, completed, consequences, data_files, data_line, file_name, interactive_suffix,
-    interactive_text, next_step, root_causes,
+    interactive_text, memory_line, next_step, root_causes,
 )
 
 # tqdm.auto warns in a kernel without ipywidgets; the run shows no progress bars (lib/modeling.py
@@ -192,6 +192,7 @@ def card_html(facts: dict, chart_png: bytes | None) -> str:
     parts = [f'<p class="m44-outcome">{outcome_html(facts)}</p>']
     if facts.get("interactive"):
         parts.append(f'<p class="m44-interactive">{html.escape(interactive_text(facts["interactive"]))}</p>')
+    parts += [f'<p class="m44-caveat"><b>Caveat:</b> {html.escape(note)}.</p>' for note in facts.get("caveats") or []]
     if not ok:
         parts += [
             "<h3>Root cause</h3>", list_html(root_causes(facts), "m44-causes"),
@@ -225,7 +226,7 @@ def outcome_html(facts: dict) -> str:
                 f"completed in {facts['run_time_s']:.1f} s{folder}")
     failed = facts["failed"]
     return (f'<span class="m44-badge">FAILED{interactive_suffix(facts)}</span> M44 run failed in phase '
-            f'<b>{html.escape(failed["name"])}</b> after {failed['duration_s']:.1f} s{folder}")
+            f'<b>{html.escape(failed["name"])}</b> after {failed["duration_s"]:.1f} s{folder}')
 
 
 def facts_html(facts: dict) -> str:
@@ -242,6 +243,8 @@ def facts_html(facts: dict) -> str:
             f'<span class="m44-hash">sha256 {entry["sha256"]}</span>')
     if facts["data"]:
         rows["data policy"] = html.escape(facts["data"]["summary"])
+    if memory_line(facts.get("memory")):
+        rows["memory"] = html.escape(memory_line(facts["memory"]))
     training = facts["training"]
     line = f"{training['status']}, {training['steps_completed']} steps in {training['runtime_s']:.1f} s"
     if training["first"]:

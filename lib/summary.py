@@ -15,6 +15,8 @@ screen (lib/report.py) is built from the same facts with the same helpers below.
                       when pre-flight stopped before both files were read
     preflight         preflight.json's checks [{name, status ("pass" | "fail" | "skip"), detail}], or null
     repository        {commit, dirty, unchanged, change}
+    caveats           what a reader must know before reading the numbers (random weights, eval_limit)
+    memory            training_metrics.json's {estimate_bytes, peak_bytes, kind}, or null
     training          {status, steps_completed, runtime_s, first: {step, loss} | null, last: ...}
     evaluation        evaluation_results.json's `metrics`, or null
     phases            [{name, status, duration_s, cause}]
@@ -47,6 +49,32 @@ NEXT_STEPS = {
 }
 RERUN = "then start a new run into a new run_dir; this folder stays as the record of this attempt"
 NO_TRACEBACK = "(no exception: the phase's own check failed)"
+
+
+MEMORY_KINDS = {"cpu_rss": "the process's peak resident memory", "cuda_allocated": "the CUDA allocator's peak"}
+GIB = 1024**3
+
+
+def caveats(params: dict) -> list[str]:
+    """What a reader must know before the numbers, from the run's parameters (config.json's)."""
+    notes = []
+    if params.get("model_name") == "gemma-2b-shape":
+        notes.append("the weights are random (Gemma 2B's architecture with seeded random weights): this run "
+                     "measures memory and time at full size; its accuracy is meaningless")
+    if params.get("eval_limit"):
+        notes.append(f"only the first {params['eval_limit']} eval items were scored (parameter eval_limit)")
+    return notes
+
+
+def memory_line(memory: dict | None) -> str | None:
+    """'peak 17.9 GiB measured (...); pre-flight estimated 19.6 GiB, 1.10x the peak', or None before a step."""
+    if not memory or memory.get("peak_bytes") is None:
+        return None
+    peak, estimate = memory["peak_bytes"], memory["estimate_bytes"]
+    line = f"peak {peak / GIB:.2f} GiB measured in training ({MEMORY_KINDS.get(memory['kind'], memory['kind'])})"
+    if estimate is None:
+        return line + "; no pre-flight estimate"
+    return line + f"; pre-flight estimated {estimate / GIB:.2f} GiB, {estimate / peak:.2f}x the peak"
 
 
 def status_of(facts: dict) -> str:
@@ -150,6 +178,7 @@ def render_summary(facts: dict) -> str:
     ]
     if facts.get("interactive"):
         lines += [interactive_text(facts["interactive"]), ""]
+    lines += [f"**Caveat**: {note}." for note in facts.get("caveats") or []] + ([""] if facts.get("caveats") else [])
     verdict = ("unchanged during the run (git status and tracked-file diff identical before and after)"
                if repo["unchanged"] else f"CHANGED during the run ({repo['change']})")
     lines += [
@@ -166,6 +195,7 @@ def render_summary(facts: dict) -> str:
         f"- **config sha256**: {facts['config_sha256']}",
         f"- **repository**: commit {repo['commit']}, {'with' if repo['dirty'] else 'no'} uncommitted changes; {verdict}",
         f"- **training**: {training['status']}, {training['steps_completed']} steps, {training['runtime_s']:.1f} s",
+        *([f"- **memory**: {memory_line(facts.get('memory'))}"] if memory_line(facts.get("memory")) else []),
     ]
     if training["first"]:
         first, last = training["first"], training["last"]

@@ -34,13 +34,13 @@ from transformers import (
 )
 
 from lib.config import RunConfig
-from lib.contract import CHECKPOINTS, CONFIG, FINAL_MODEL, TRAINING_LOG, TRAINING_METRICS
+from lib.contract import CHECKPOINTS, CONFIG, FINAL_MODEL, PREFLIGHT, TRAINING_LOG, TRAINING_METRICS
 from lib.data import load_training_records
 from lib.evidence import read_json, write_json
 from lib.launcher import join_processes, process_group_backend, worker_main
 from lib.modeling import DTYPES, load_model, load_tokenizer
 from lib.render import IGNORE_INDEX, encode_traces
-from lib.throughput import Peak, measure_peak_flops, model_flops_utilization, peak_memory, reset_peak_memory
+from lib.throughput import Peak, bfloat16_matmuls, measure_peak_flops, model_flops_utilization, peak_memory, reset_peak_memory
 
 PACK_SEQUENCES = False  # decided by measurement: see build_collator and docs/BENCHMARKS.md
 STEP_WRITE_INTERVAL_S = 1.0  # how often training_metrics.json is rewritten between logging steps
@@ -54,8 +54,9 @@ class MetricsFile:
     """
 
     def __init__(self, path: Path, cfg: RunConfig, num_records: int, num_parameters: int, peak: Peak,
-                 processes: dict | None = None, writer: bool = True):
+                 processes: dict | None = None, writer: bool = True, memory_estimate: int | None = None):
         self.path = path
+        self.memory_estimate = memory_estimate  # pre-flight's total for one device, in bytes
         self.writer = writer
         self.static = {
             "max_steps": cfg.max_steps, "num_records": num_records, "num_parameters": num_parameters,
@@ -84,8 +85,17 @@ class MetricsFile:
             "train_samples_per_second": self.summary.get("train_samples_per_second"),
             "train_loss": self.summary.get("train_loss"),
             **self.throughput,
+            "memory": self.memory(),
             "history": self.history,
         })
+
+    def memory(self) -> dict:
+        """The measured peak (the highest logged: the allocator's on CUDA, resident memory on a CPU) beside
+        pre-flight's estimate for the same device."""
+        logged = [h for h in self.history if "peak_memory_bytes" in h]
+        peak = max(logged, key=lambda h: h["peak_memory_bytes"]) if logged else {}
+        return {"estimate_bytes": self.memory_estimate, "peak_bytes": peak.get("peak_memory_bytes"),
+                "kind": peak.get("memory_kind")}
 
 
 class EvidenceLogger(TrainerCallback):
@@ -297,8 +307,10 @@ def run_training(cfg: RunConfig, run_dir: Path, model_source: str) -> None:
     model = load_model(model_source, cfg, tokenizer)
     num_parameters = sum(p.numel() for p in model.parameters())
     peak = measure_peak_flops(cfg.device, DTYPES[cfg.dtype])  # < 1 s: the denominator of MFU
+    estimate = read_json(run_dir / PREFLIGHT).get("memory_estimate") if (run_dir / PREFLIGHT).exists() else None
     metrics = MetricsFile(run_dir / TRAINING_METRICS, cfg, len(dataset), num_parameters, peak,
-                          describe_processes(cfg, processes, peak), writer=processes.is_main_process)
+                          describe_processes(cfg, processes, peak), writer=processes.is_main_process,
+                          memory_estimate=estimate["total"] if estimate else None)
     logger = EvidenceLogger(metrics, run_dir / TRAINING_LOG, cfg.max_steps, cfg.device)
     trainer = build_trainer(cfg, model, tokenizer, dataset, run_dir / CHECKPOINTS, [logger])
     where = f"rank {processes.process_index} of {processes.num_processes} on {device_name(processes)}, " if (
@@ -307,7 +319,8 @@ def run_training(cfg: RunConfig, run_dir: Path, model_source: str) -> None:
           f"({where}process {os.getpid()}); device peak {peak.flops / 1e9:,.1f} GFLOP/s ({peak.source})", flush=True)
     metrics.write("running")
     try:
-        trainer.train()
+        with bfloat16_matmuls(cfg.device, DTYPES[cfg.dtype]):  # a no-op except bfloat16 on a CPU without its kernels
+            trainer.train()
         trainer.save_model(str(run_dir / FINAL_MODEL))  # rank 0 writes (FSDP: after gathering the shards)
     except BaseException as exc:  # KeyboardInterrupt included: the metrics must say why it stopped
         if isinstance(exc, KeyboardInterrupt):

@@ -55,7 +55,7 @@ from lib.contract import (
 from lib.evidence import sha256_file
 from lib.results import compute_metrics, render_evaluation_summary
 from lib.runfolder import process_alive, read_claim
-from lib.summary import completed, outcome_line, render_failure_analysis, render_summary
+from lib.summary import caveats, completed, outcome_line, render_failure_analysis, render_summary
 
 RESTORE = "restore it from git (git checkout -- <run folder>) once the folder is committed"
 
@@ -280,6 +280,7 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
         history = training.get("history") or []
         for key in ("status", "steps_completed", "runtime_s"):
             say.expect(f"training.{key}", facts["training"][key], training.get(key), TRAINING_METRICS)
+        say.expect("memory", facts.get("memory"), training.get("memory"), TRAINING_METRICS)
         for key, record in (("first", history[0] if history else None), ("last", history[-1] if history else None)):
             point = None if record is None else {"step": record["step"], "loss": record["loss"]}
             say.expect(f"training.{key}", facts["training"][key], point, TRAINING_METRICS)
@@ -298,6 +299,7 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
     config = load_json(run_dir, CONFIG, problems)
     if config is not None:
         say.expect("config_sha256", facts["config_sha256"], config.get("sha256", "n/a"), CONFIG)
+        say.expect("caveats", facts["caveats"], caveats(config.get("parameters") or {}), CONFIG)
         if config.get("valid"):
             say.expect("model", facts["model"], config["parameters"]["model_name"], CONFIG)
             say.expect("processes.count", facts["processes"]["count"], config["parameters"]["num_processes"], CONFIG)

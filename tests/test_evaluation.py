@@ -7,9 +7,10 @@ import json
 import pytest
 
 from lib.contract import EVAL_RESULTS as RESULTS_NAME, EVAL_SUMMARY as SUMMARY_NAME
-from lib.evaluation import write_evaluation
+from lib.evaluation import scored_items, write_evaluation
 from lib.results import compare, model_metrics, render_evaluation_summary, scorecard_rows, score_items
 from lib.stats import word_verdict
+from tests.conftest import replace
 
 GOOD = "<reasoning>6 × 7 = 42</reasoning>\n<answer>42</answer>"
 ITEMS_SPEC = [  # (section, expected, baseline output, trained output)
@@ -128,6 +129,18 @@ def test_write_evaluation_writes_both_files(embedded_cfg, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "trained: accuracy 66.7%" in out and "difference: +66.7 points" in out
     assert (tmp_path / "comparison.png").read_bytes().startswith(b"\x89PNG")  # drawn with the results
+
+
+def test_eval_limit_scores_the_first_items_and_is_recorded(embedded_cfg, tmp_path):
+    assert scored_items(embedded_cfg, eval_items()) == eval_items()  # 0: every item
+    limited = replace(embedded_cfg, eval_limit=2)
+    items = scored_items(limited, eval_items())
+    assert [i["id"] for i in items] == [i["id"] for i in eval_items()[:2]]
+    write_evaluation(tmp_path, limited, items, {k: v[:2] for k, v in generations().items()})
+    results = json.loads((tmp_path / RESULTS_NAME).read_text(encoding="utf-8"))
+    assert results["eval_limit"] == 2 and results["metrics"]["trained"]["n"] == 2
+    write_evaluation(tmp_path, embedded_cfg, eval_items(), generations())
+    assert "eval_limit" not in json.loads((tmp_path / RESULTS_NAME).read_text(encoding="utf-8"))
 
 
 def test_a_single_model_has_no_comparison(embedded_cfg, tmp_path):

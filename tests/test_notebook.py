@@ -16,7 +16,7 @@ from lib.evidence import sha256_file
 from tests.conftest import NOTEBOOK, profile
 
 pytestmark = pytest.mark.notebook
-SHORT_RUN = {"max_steps": 40, "logging_steps": 10, "max_new_tokens": 48}
+SHORT_RUN = {"max_steps": 40, "logging_steps": 10, "max_new_tokens": 48, "eval_limit": 12}
 
 
 def read(run_dir: Path, name: str) -> dict:
@@ -66,13 +66,27 @@ def test_demo_trains_on_the_response_and_learns_the_format(demo_run):
     assert sum(stopped) >= 95  # it learned to stop: end-of-turn or EOS, not the token budget
 
 
+def test_demo_records_its_measured_memory_peak_under_the_pre_flight_estimate(demo_run):
+    run_dir, _ = demo_run
+    memory = read(run_dir, "training_metrics.json")["memory"]
+    estimate = read(run_dir, "preflight.json")["memory_estimate"]
+    assert memory["kind"] == "cpu_rss" and memory["estimate_bytes"] == estimate["total"]
+    assert 0 < memory["peak_bytes"] <= memory["estimate_bytes"]  # the estimate never undercounts
+    assert read(run_dir, "m44_summary.json")["memory"] == memory
+    summary = (run_dir / "m44_summary.md").read_text(encoding="utf-8")
+    assert "x the peak" in summary and "- **memory**: peak " in summary
+
+
 def test_same_seed_gives_identical_losses_and_generations(tmp_path):
     for name in ("a", "b"):
         execute(tmp_path / name, **SHORT_RUN)
     history = [[(h["step"], h["loss"]) for h in read(tmp_path / n, "training_metrics.json")["history"]] for n in "ab"]
     outputs = [[i["trained"]["output"] for i in read(tmp_path / n, "evaluation_results.json")["items"]] for n in "ab"]
     assert history[0] == history[1] and len(history[0]) == 5
-    assert outputs[0] == outputs[1]
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 12  # eval_limit: the first 12 items
+    assert read(tmp_path / "a", "evaluation_results.json")["eval_limit"] == 12
+    summary = (tmp_path / "a" / "m44_summary.md").read_text(encoding="utf-8")
+    assert "**Caveat**: only the first 12 eval items were scored (parameter eval_limit)." in summary
 
 
 def test_nbval_reproduces_the_checked_summary_cell(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from lib.contract import STATEMENTS
 from lib.results import ci_text, describe, percent, points
 from lib.summary import (
-    STATEMENTS_MEANING, consequences, next_step, outcome_line, render_failure_analysis, render_summary, root_causes,
+    STATEMENTS_MEANING, caveats, consequences, next_step, outcome_line, render_failure_analysis, render_summary, root_causes,
 )
 from tests.test_evaluation import build_items, build_metrics
 
@@ -43,6 +43,8 @@ def completed_facts() -> dict:
                  "summary": "no repeated training prompts; eval items distinct; no train/eval leakage"},
         "preflight": [{**c, "status": "pass"} for c in CHECKS],
         "repository": {"commit": "abc123", "dirty": False, "unchanged": True, "change": ""},
+        "caveats": [],
+        "memory": {"estimate_bytes": 3 * 2**30, "peak_bytes": 2**31, "kind": "cpu_rss"},
         "training": {"status": "completed", "steps_completed": 1500, "runtime_s": 66.0,
                      "first": {"step": 1, "loss": 6.9016}, "last": {"step": 1500, "loss": 0.1012}},
         "evaluation": build_metrics(build_items()),
@@ -149,3 +151,19 @@ def test_invalid_parameters_leave_the_data_unknown():
     text = render_summary(facts)
     assert "- **training data**: not loaded (the run stopped before pre-flight read both data files)" in text
     assert root_causes(facts) == ["ValueError: max_steps"]
+
+
+def test_memory_is_stated_beside_the_estimate_and_caveats_come_before_the_numbers():
+    facts = completed_facts()
+    lines = render_summary(facts).splitlines()
+    assert ("- **memory**: peak 2.00 GiB measured in training (the process's peak resident memory); "
+            "pre-flight estimated 3.00 GiB, 1.50x the peak") in lines
+    facts.update(memory=None, caveats=caveats({"model_name": "gemma-2b-shape", "eval_limit": 4}))
+    lines = render_summary(facts).splitlines()
+    assert not any(line.startswith("- **memory**") for line in lines)  # training logged no step
+    notes = [line for line in lines if line.startswith("**Caveat**")]
+    assert notes == ["**Caveat**: the weights are random (Gemma 2B's architecture with seeded random weights): this "
+                     "run measures memory and time at full size; its accuracy is meaningless.",
+                     "**Caveat**: only the first 4 eval items were scored (parameter eval_limit)."]
+    assert lines.index(notes[0]) < next(i for i, line in enumerate(lines) if line.startswith("- **trained**"))
+    assert caveats({"model_name": "embedded", "eval_limit": 0}) == []
