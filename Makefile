@@ -21,8 +21,8 @@ demo: $(STAMP)  ## run the notebook on the embedded default into a new submissio
 rehearse: $(STAMP)  ## pre-flight only, into build/rehearsals/, claiming nothing: PROFILE= (default: the official contract)
 	$(PY) -m lib.execute --preflight-only $(if $(PROFILE),--params $(PROFILE))
 
-test: $(STAMP)  ## the whole test suite (units, the notebook through papermill, nbval)
-	$(PY) -m pytest
+test: $(STAMP)  ## the whole test suite (units, the notebook through papermill, nbval), on 2 processes
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=25
 
 bench: $(STAMP)  ## generation and training benchmarks on this machine (results: docs/BENCHMARKS.md)
 	$(PY) bench/bench_generation.py

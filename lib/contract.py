@@ -64,7 +64,7 @@ PHASE_FILES = {
     "parameters": (CONFIG,),
     "preflight": (ENV_SNAPSHOT, GPU_SNAPSHOT, PREFLIGHT, DATA_REPORT, BASE_MODEL),
     "training": (TRAINING_LOG, TRAINING_METRICS, CHECKPOINTS, *PLOTS),
-    "evaluation": (EVAL_RESULTS, EVAL_SUMMARY),
+    "evaluation": (EVAL_RESULTS, EVAL_SUMMARY, COMPARISON_PLOT),
 }
 RUN_RECORDS = (CLAIM, PHASES, STOP_REQUEST)  # who runs the folder and what happened: kept through re-runs
 # Written by consolidation and after it: an interactive run deletes them when it is consolidated again.

@@ -315,10 +315,10 @@ def test_preflight_refuses_mixed_architectures(gpus):
 def test_preflight_checks_every_device_against_the_estimate_per_device(gpus, embedded_model):
     gpus += [("H100", (9, 0), 70.0), ("H100", (9, 0), 0.5)]  # cuda:1 is nearly full
     with pytest.raises(RuntimeError, match=r"short: cuda:1\)"):
-        check_memory(cuda_config(), "H100", embedded_model, 100)
+        check_memory(cuda_config(), "H100", embedded_model, (100, 200))
     gpus[1] = ("H100", (9, 0), 70.0)
-    ddp = check_memory(cuda_config(), "H100", embedded_model, 100)[1]
-    fsdp = check_memory(cuda_config(sharding="fsdp"), "H100", embedded_model, 100)[1]
+    ddp = check_memory(cuda_config(), "H100", embedded_model, (100, 200))[1]
+    fsdp = check_memory(cuda_config(sharding="fsdp"), "H100", embedded_model, (100, 200))[1]
     assert "per process fits the free GPU memory cuda:0 70.0 of 80.0 GiB, cuda:1 70.0 of 80.0 GiB" in ddp
     assert "per process (FSDP: weights, gradients and optimizer state sharded 2 ways)" in fsdp
 

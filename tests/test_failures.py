@@ -21,7 +21,7 @@ import pytest
 from lib.config import REPO_ROOT
 from lib.contract import REQUIRED_ALWAYS, REQUIRED_ON_FAILURE, STATEMENTS
 from lib.evidence import sha256_file
-from lib.snapshot import describe_repository
+from lib.snapshot import SCRATCH, describe_repository
 from tests.conftest import NOTEBOOK, profile
 
 pytestmark = pytest.mark.notebook
@@ -29,6 +29,7 @@ FAULTS = REPO_ROOT / "tests" / "faults"
 SHORT_RUN = {
     "train_file": "data/dev-reasoning-v2.jsonl",  # the small file: quick tokenizer, quick pre-flight
     "max_steps": 12, "logging_steps": 1, "max_new_tokens": 16,
+    "eval_limit": 10,  # the first 10 eval items: evaluation and its failures, in a fraction of the time
 }
 PHASES = ("parameters", "preflight", "training", "evaluation")
 CANARY = "hf_CANARYcanary0123456789abcdefTOKEN"
@@ -152,12 +153,20 @@ def test_official_defaults_without_a_gpu_fail_in_preflight_with_full_evidence(tm
 
 
 def repository_files() -> dict[str, int]:
-    """Every file of the checkout (ignored ones included, bytecode caches too) and its mtime."""
-    return {
-        str(p.relative_to(REPO_ROOT)): p.stat().st_mtime_ns
-        for p in REPO_ROOT.rglob("*")
-        if p.is_file() and not {".git", ".venv"} & set(p.relative_to(REPO_ROOT).parts)
-    }
+    """Every file of the checkout (ignored ones included, bytecode caches too) and its mtime, except the
+    untracked contents of the scratch folders, where other runs and tests write (as the repository guard
+    leaves them out: lib/snapshot.py)."""
+    tracked = set(subprocess.run(["git", "ls-files", "-z", "--", *SCRATCH], cwd=REPO_ROOT, capture_output=True,
+                                 text=True, encoding="utf-8", check=True).stdout.split("\0"))
+    files = {}
+    for p in REPO_ROOT.rglob("*"):
+        path = p.relative_to(REPO_ROOT)
+        if not p.is_file() or {".git", ".venv"} & set(path.parts):
+            continue
+        if path.as_posix().startswith(SCRATCH) and path.as_posix() not in tracked:
+            continue
+        files[str(path)] = p.stat().st_mtime_ns
+    return files
 
 
 def used_run_folder(tmp_path: Path) -> tuple[Path, dict]:

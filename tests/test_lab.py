@@ -120,7 +120,7 @@ def test_an_interactive_run_is_labelled_in_the_claim_the_facts_and_the_summary(n
                                     "runs": {"preflight": 1, "training": 1, "evaluation": 1}}
     summary = (run.dir / "m44_summary.md").read_text(encoding="utf-8")
     assert summary.startswith("# M44 summary: COMPLETED (interactive run)\n")
-    assert "**Interactive run**, stepped through in Jupyter (make lab's scratch copy): not the official run." in summary
+    assert "Interactive run, stepped through in Jupyter (make lab's scratch copy): not the official run." in summary
     assert verify(run.dir) == []
 
 
@@ -412,6 +412,12 @@ class Kernel:
         self.nb = nbformat.read(lab.notebook, as_version=4)
         self.outputs = NotebookClient(self.nb, record_timing=False)  # its process_message keeps the outputs as a notebook does
 
+    def close(self) -> None:
+        """Stop the channels and their zmq context now: left to the garbage collector, a context with open
+        sockets blocks the collecting thread (a later test's gc.collect()) for good."""
+        self.client.stop_channels()
+        self.client.context.destroy(linger=0)
+
     def index(self, text: str) -> int:
         return next(i for i, c in enumerate(self.nb.cells) if c.cell_type == "code" and text in c.source)
 
@@ -420,7 +426,8 @@ class Kernel:
         from nbclient.exceptions import CellExecutionComplete
 
         cell = self.nb.cells[index]
-        cell.outputs = []
+        cell.outputs = []  # a cell run again starts empty, and its old outputs no longer take display updates
+        self.outputs.clear_display_id_mapping(index)
         self.outputs.clear_before_next_output = False  # per cell, as nbclient's own execute_cell starts one
 
         def hook(msg):
@@ -445,11 +452,17 @@ class Kernel:
         return "".join(out)
 
 
+@pytest.fixture
+def kernel(lab):
+    kernel = Kernel(lab)
+    yield kernel
+    kernel.close()
+
+
 @pytest.mark.notebook
-def test_stepping_through_in_jupyterlab_re_running_evaluation_with_a_changed_parameter(lab):
+def test_stepping_through_in_jupyterlab_re_running_evaluation_with_a_changed_parameter(lab, kernel):
     """The cells in order, a save while training runs, evaluation again with max_new_tokens changed, the report."""
     before = repository_state(lab.run_dir)
-    kernel = Kernel(lab)
     first = kernel.index("Run.start(globals())")
     for index in range(first + 1):  # the autoreload cell, the parameters, the injected ones, the first cell
         if kernel.nb.cells[index].cell_type == "code":

@@ -22,7 +22,7 @@ from lib.verify import NotARunFolder, check, main, verify
 from tests.conftest import NOTEBOOK, profile
 from tests.test_evaluation import eval_items, generations
 
-TINY_RUN = {"max_steps": 10, "logging_steps": 5, "max_new_tokens": 24}
+TINY_RUN = {"max_steps": 10, "logging_steps": 5, "max_new_tokens": 24, "eval_limit": 10}
 
 
 def execute(run_dir: Path, **params) -> None:
