@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,14 @@ def embedded_cfg(official_params, tmp_path: Path) -> RunConfig:
     return load_config(REPO_ROOT / "params" / "embedded.yaml", {"run_dir": str(tmp_path / "run")})
 
 
+# make test runs two pytest-xdist processes on this project's 2-core machines: one torch thread in each
+# (inherited by every kernel and worker they start), or torch's thread pools oversubscribe the cores and
+# the notebook tests run several times slower (measured: the demo's 1,500 steps took 8 min instead of 1).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """Groups for pytest-xdist's `--dist loadgroup` (make test runs 2 processes): a test whose fixtures
     include a module- or session-scoped one that is built (a model, a run, a JupyterLab) runs on the same
