@@ -22,7 +22,7 @@ from lib.data import load_eval
 from lib.evaluation import generate_for, scored_items, write_evaluation
 from lib.evidence import read_json
 from lib.generation import shard_batches
-from lib.launcher import join_processes, worker_main
+from lib.launcher import join_processes, leave_process_group, worker_main
 from lib.results import MODELS
 
 
@@ -40,7 +40,7 @@ def run_evaluation(cfg: RunConfig, run_dir: Path, sources: dict[str, str]) -> No
         generations[label] = [record for _, record in sorted(shares, key=lambda pair: pair[0])]
     if processes.is_main_process:
         write_evaluation(run_dir, cfg, items, generations)
-    processes.destroy_process_group()
+    leave_process_group(processes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -229,6 +229,22 @@ def join_processes(device: str, num_processes: int):
     return processes
 
 
+def leave_process_group(processes) -> None:
+    """End a rank that has done its work: wait for every rank, close the group, and exit at once.
+
+    Exiting through the interpreter's teardown can deadlock after a gloo group is closed: freeing the DDP
+    reducer locks the group while gloo's worker thread, releasing its last collective's tensors, waits
+    for the GIL the main thread holds (seen in CI, a rank idle for good in ~ProcessGroupGloo). Every file
+    this rank owes is written and closed by now, so the process ends here with exit code 0, flushed,
+    and skips that teardown.
+    """
+    processes.wait_for_everyone()
+    processes.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def worker_main(body: Callable[[], object]) -> int:
     """Run a worker's body under the exit protocol above and return its exit code.
 

@@ -37,7 +37,7 @@ from lib.config import RunConfig
 from lib.contract import CHECKPOINTS, CONFIG, FINAL_MODEL, PREFLIGHT, TRAINING_LOG, TRAINING_METRICS
 from lib.data import load_training_records
 from lib.evidence import read_json, write_json
-from lib.launcher import join_processes, process_group_backend, worker_main
+from lib.launcher import join_processes, leave_process_group, process_group_backend, worker_main
 from lib.modeling import DTYPES, load_model, load_tokenizer
 from lib.render import IGNORE_INDEX, encode_traces
 from lib.throughput import Peak, bfloat16_matmuls, measure_peak_flops, model_flops_utilization, peak_memory, reset_peak_memory
@@ -331,7 +331,7 @@ def run_training(cfg: RunConfig, run_dir: Path, model_source: str) -> None:
         raise
     metrics.write("completed")  # the plots are drawn by the kernel, from this file (lib/training.py)
     if processes.num_processes > 1:
-        processes.destroy_process_group()  # a clean exit; torch warns about a group left open
+        leave_process_group(processes)
 
 
 def describe_processes(cfg: RunConfig, processes: PartialState, peak: Peak) -> dict | None:
