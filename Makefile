@@ -22,7 +22,7 @@ rehearse: $(STAMP)  ## pre-flight only, into build/rehearsals/, claiming nothing
 	$(PY) -m lib.execute --preflight-only $(if $(PROFILE),--params $(PROFILE))
 
 test: $(STAMP)  ## the whole test suite (units, the notebook through papermill, nbval), on 2 processes
-	$(PY) -m pytest -n 2 --dist loadgroup --durations=25
+	$(PY) -m pytest -n 2 --dist loadfile --durations=25
 
 bench: $(STAMP)  ## generation and training benchmarks on this machine (results: docs/BENCHMARKS.md)
 	$(PY) bench/bench_generation.py

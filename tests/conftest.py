@@ -36,22 +36,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Groups for pytest-xdist's `--dist loadgroup` (make test runs 2 processes): a test whose fixtures
-    include a module- or session-scoped one that is built (a model, a run, a JupyterLab) runs on the same
-    process as the other tests of its module, so the fixture is built once; the tests that read the demo
-    run share one group across modules. Every other test goes to whichever process is free."""
-    for item in items:
-        fixtures = getattr(item, "_fixtureinfo", None)
-        scopes = {defs[-1].scope for name, defs in (fixtures.name2fixturedefs.items() if fixtures else ())
-                  if name != "official_params"}
-        if "demo_run" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("demo_run"))
-        elif scopes & {"module", "session"}:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
-
 def replace(cfg: RunConfig, **changes) -> RunConfig:
     return dataclasses.replace(cfg, **changes)
 
