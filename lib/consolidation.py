@@ -152,7 +152,7 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
         "data": data_facts(run_dir),
         "preflight": read_json(preflight)["checks"] if preflight.exists() else None,
         "repository": {k: repository.get(k) for k in ("commit", "dirty", "unchanged", "change")},
-        "caveats": caveats(params),
+        "caveats": caveats(cfg.to_dict()) if cfg else [],  # from valid parameters only
         "memory": metrics.get("memory"),
         "training": {
             "status": metrics["status"],

@@ -56,7 +56,7 @@ GIB = 1024**3
 
 
 def caveats(params: dict) -> list[str]:
-    """What a reader must know before the numbers, from the run's parameters (config.json's)."""
+    """What a reader must know before the numbers, from the run's valid parameters (config.json's)."""
     notes = []
     if params.get("model_name") == "gemma-2b-shape":
         notes.append("the weights are random (Gemma 2B's architecture with seeded random weights): this run "

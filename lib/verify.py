@@ -299,7 +299,7 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
     config = load_json(run_dir, CONFIG, problems)
     if config is not None:
         say.expect("config_sha256", facts["config_sha256"], config.get("sha256", "n/a"), CONFIG)
-        say.expect("caveats", facts["caveats"], caveats(config.get("parameters") or {}), CONFIG)
+        say.expect("caveats", facts["caveats"], caveats(config["parameters"]) if config.get("valid") else [], CONFIG)
         if config.get("valid"):
             say.expect("model", facts["model"], config["parameters"]["model_name"], CONFIG)
             say.expect("processes.count", facts["processes"]["count"], config["parameters"]["num_processes"], CONFIG)

@@ -47,7 +47,7 @@ PROFILE = REPO_ROOT / "params" / "embedded.yaml"
 # global batch of 8 records a step. Evaluation in 4 batches of 32 (the last one of 4 items), so each
 # rank takes two batches and one of them is the short last one.
 TWO = {"num_processes": 2, "batch_size": 4, "gradient_accumulation_steps": 1, "max_steps": 8, "logging_steps": 1,
-       "max_new_tokens": 8, "eval_batch_size": 32}
+       "max_new_tokens": 8, "eval_batch_size": 32, "eval_limit": 0}  # every item, not SHORT_RUN's first 10
 ONE = {**TWO, "num_processes": 1, "gradient_accumulation_steps": 2}
 # Both runs add the same per-record gradients, in another order (DDP's all-reduce of two half sums
 # against accumulation in place) and, here, on another number of threads: float32 rounding, 1e-7
