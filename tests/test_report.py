@@ -85,12 +85,12 @@ def test_the_failed_card_lists_root_causes_apart_from_skipped_checks_then_the_ch
     causes = re.findall(r"<li>(.*?)</li>", blocks(card, "ul", "m44-causes")[0])
     effects = re.findall(r"<li>(.*?)</li>", blocks(card, "ul", "m44-consequences")[0])
     assert causes == ["eval data: FileNotFoundError: eval file not found: data/none.jsonl"]
-    assert effects == ["check train/eval overlap: not checked: eval data failed",
+    assert effects == ["check train/eval leakage: not checked: eval data failed",
                        "phase training: skipped because preflight failed",
                        "phase evaluation: skipped because training skipped"]
     statuses = re.findall(r'<tr class="m44-(\w+)"><td><span class="m44-status">(\w+)</span></td><td>([^<]*)</td>', card)
     assert [(s, word, name) for s, word, name in statuses if s != "pass"] == [
-        ("fail", "FAIL", "eval data"), ("skip", "SKIP", "train/eval overlap")]
+        ("fail", "FAIL", "eval data"), ("skip", "SKIP", "train/eval leakage")]
     order = [card.index(marker) for marker in ('class="m44-outcome"', 'class="m44-causes"', 'class="m44-consequences"',
                                                'class="m44-next"', 'class="m44-checks"', 'class="m44-statements"')]
     assert order == sorted(order)
@@ -270,7 +270,7 @@ def test_failed_report_opens_on_the_phase_cause_and_checks(browser, failed_run):
         assert "FAILED" in outcome and "preflight" in outcome
         assert "no-such-eval.jsonl" in on_first_screen(page, "causes")
         checks = on_first_screen(page, "checks")
-        assert "FAIL\teval data" in checks and "SKIP\ttrain/eval overlap" in checks
+        assert "FAIL\teval data" in checks and "SKIP\ttrain/eval leakage" in checks
 
 
 @pytest.mark.notebook

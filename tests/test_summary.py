@@ -19,7 +19,7 @@ CHECKS = [
     {"name": "device", "status": "pass", "detail": "CPU run (device: cpu)"},
     {"name": "training data", "status": "pass", "detail": "550 records from dev-reasoning-v2.jsonl"},
     {"name": "eval data", "status": "fail", "detail": "FileNotFoundError: eval file not found: data/none.jsonl"},
-    {"name": "train/eval overlap", "status": "skip", "detail": "not checked: eval data failed"},
+    {"name": "train/eval leakage", "status": "skip", "detail": "not checked: eval data failed"},
     {"name": "model source", "status": "pass", "detail": "embedded model built in base_model/"},
 ]
 
@@ -112,7 +112,7 @@ def test_failed_checks_are_the_root_causes_and_skipped_checks_and_phases_their_c
     facts = preflight_failed_facts()
     assert root_causes(facts) == ["eval data: FileNotFoundError: eval file not found: data/none.jsonl"]
     assert consequences(facts) == [
-        "check train/eval overlap: not checked: eval data failed",
+        "check train/eval leakage: not checked: eval data failed",
         "phase training: skipped because preflight failed",
         "phase evaluation: skipped because training skipped",
     ]

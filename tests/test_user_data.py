@@ -67,7 +67,7 @@ def test_repeated_prompts_and_case_variants_run_to_completion_and_are_reported(t
     eval_ids = [json.loads(line)["id"] for line in USER_EVAL.read_text(encoding="utf-8").splitlines()]
     assert [item["id"] for item in results["items"]] == eval_ids  # every item, the FRANCE variant included
     summary = (run_dir / "m44_summary.md").read_text(encoding="utf-8")
-    assert f"train {train.name} ({550 + REPEATS} records" in summary and "notes on training prompts" in summary
+    assert f"- **training data**: {train.name} ({550 + REPEATS} records)" in summary and "notes on training prompts" in summary
     assert verify(run_dir) == []
 
 
