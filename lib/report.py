@@ -243,8 +243,8 @@ def facts_html(facts: dict) -> str:
             f'<span class="m44-hash">sha256 {entry["sha256"]}</span>')
     if facts["data"]:
         rows["data policy"] = html.escape(facts["data"]["summary"])
-    if memory_line(facts.get("memory")):
-        rows["memory"] = html.escape(memory_line(facts["memory"]))
+    if memory := memory_line(facts.get("memory")):
+        rows["memory"] = html.escape(memory)
     training = facts["training"]
     line = f"{training['status']}, {training['steps_completed']} steps in {training['runtime_s']:.1f} s"
     if training["first"]:

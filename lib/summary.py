@@ -195,7 +195,7 @@ def render_summary(facts: dict) -> str:
         f"- **config sha256**: {facts['config_sha256']}",
         f"- **repository**: commit {repo['commit']}, {'with' if repo['dirty'] else 'no'} uncommitted changes; {verdict}",
         f"- **training**: {training['status']}, {training['steps_completed']} steps, {training['runtime_s']:.1f} s",
-        *([f"- **memory**: {memory_line(facts.get('memory'))}"] if memory_line(facts.get("memory")) else []),
+        *([f"- **memory**: {memory}"] if (memory := memory_line(facts.get("memory"))) else []),
     ]
     if training["first"]:
         first, last = training["first"], training["last"]
