@@ -10,7 +10,7 @@ products one training step makes of it, timed in one process:
   grad weight   g.T @ x      the left operand transposed
 
 each in float32, in bfloat16 with torch's own kernels, and in bfloat16 through
-lib.throughput.bfloat16_matmuls (float32 GEMM, rounded back). Prints GFLOP/s per cell and, per
+lib.cpu_bfloat16.bfloat16_matmuls (float32 GEMM, rounded back). Prints GFLOP/s per cell and, per
 row, how much faster the route is than torch's bfloat16 kernels.
 """
 
@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from lib.throughput import bfloat16_matmuls, needs_float32_gemm
+from lib.cpu_bfloat16 import bfloat16_matmuls, needs_float32_gemm
 
 HIDDEN, INTERMEDIATE = 2048, 16384
 

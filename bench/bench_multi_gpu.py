@@ -5,9 +5,9 @@
 Accelerate shards only on accelerators, so `sharding: fsdp` is tested on the CPU at the level of
 FSDP2 itself (tests/fsdp_ranks.py). Run this once on a multi-GPU machine (no hub needed: Gemma 2B's
 architecture with random weights, the embedded tokenizer, whose ids are valid Gemma ids). For
-`sharding: none` (DDP) and `sharding: fsdp` it starts lib.trainer through torchrun exactly as the
+`sharding: none` (DDP) and `sharding: fsdp` it starts lib.training_worker through torchrun exactly as the
 notebook does (lib.launcher.run_worker) with the official parameters, AdamW (FSDP refuses Adafactor),
-bfloat16, `--steps` steps; then the sharded evaluation (lib.evaluator) on the first 32 eval items.
+bfloat16, `--steps` steps; then the sharded evaluation (lib.evaluation_worker) on the first 32 eval items.
 It prints per sharding the loss at each step, rank 0's peak GPU memory and the time, and checks:
   - both runs complete, and their first loss agrees (same weights, same data) within 1%;
   - FSDP's peak memory per GPU is below DDP's (it shards weights, gradients and optimizer state);
@@ -29,14 +29,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, GemmaConfig, GemmaForCausalLM
 
+from profiles import build_embedded
 from lib.config import REPO_ROOT, load_config
 from lib.contract import CONFIG, EVAL_RESULTS, FINAL_MODEL, TRAINING_METRICS
 from lib.data import load_eval, load_traces
-from lib.embedded import build_embedded_model
 from lib.evaluation import generate_for
 from lib.evidence import read_json, write_json
 from lib.launcher import run_worker
-from lib.modeling import load_tokenizer
+from lib.model_loading import load_tokenizer
 
 GEMMA_2B = dict(vocab_size=256000, hidden_size=2048, intermediate_size=16384, num_hidden_layers=18,
                 num_attention_heads=8, num_key_value_heads=1, head_dim=256)
@@ -46,7 +46,7 @@ FIRST_LOSS_RTOL = 0.01  # bfloat16 forward passes of the same weights on the sam
 
 def build_model(out: Path, layers: int) -> Path:
     """Gemma 2B's architecture (or fewer layers), random weights, bfloat16, with the embedded tokenizer."""
-    tokenizer_dir = build_embedded_model(load_traces(REPO_ROOT / "data" / "dev-reasoning-v2.jsonl"), 0, out / "tok")
+    tokenizer_dir = build_embedded(load_traces(REPO_ROOT / "data" / "dev-reasoning-v2.jsonl"), 0, out / "tok")
     tokenizer = load_tokenizer(str(tokenizer_dir))
     config = GemmaConfig(**{**GEMMA_2B, "num_hidden_layers": layers}, pad_token_id=tokenizer.pad_token_id,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -69,11 +69,11 @@ def run(tmp: Path, model_dir: Path, sharding: str, gpus: int, steps: int) -> dic
         "run_dir": str(run_dir)})
     write_json(run_dir / CONFIG, {"valid": True, "sha256": cfg.sha256(), "parameters": cfg.to_dict()})
     t0 = time.perf_counter()
-    trained = run_worker("lib.trainer", [str(run_dir), str(model_dir)], gpus, "training process")
+    trained = run_worker("lib.training_worker", [str(run_dir), str(model_dir)], gpus, "training process")
     seconds = time.perf_counter() - t0
     if trained.returncode != 0:
         raise SystemExit(f"{sharding}: training failed: {trained.cause()}\n{trained.details()}")
-    evaluated = run_worker("lib.evaluator", [str(run_dir), str(model_dir), str(run_dir / FINAL_MODEL)], gpus,
+    evaluated = run_worker("lib.evaluation_worker", [str(run_dir), str(model_dir), str(run_dir / FINAL_MODEL)], gpus,
                            "evaluation process")
     if evaluated.returncode != 0:
         raise SystemExit(f"{sharding}: evaluation failed: {evaluated.cause()}\n{evaluated.details()}")

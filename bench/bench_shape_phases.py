@@ -3,11 +3,11 @@
     python bench/bench_shape_phases.py [--profile gemma-2b-shape] [--native]
 
 With the profile's parameters (params/gemma-2b-shape.yaml) and the run's own functions, one after
-the other in one process: building the model folder (lib.embedded.build_model_from_config:
-tokenizer, seeded init, save), loading it (lib.modeling.load_model), saving it again as training
+the other in one process: building the model folder (lib.model_builder.build_model_from_config:
+tokenizer, seeded init, save), loading it (lib.model_loading.load_model), saving it again as training
 saves its final checkpoint (save_pretrained), and greedy generation of the profile's eval slice
 (lib.generation.generate_greedy, `eval_limit` items, `max_new_tokens`) inside
-lib.throughput.bfloat16_matmuls, as evaluation would run it; with --native also without it.
+lib.cpu_bfloat16.bfloat16_matmuls, as evaluation would run it; with --native also without it.
 Training steps are timed by bench/bench_memory.py (its last table). Together they give the
 profile's wall time on this machine (docs/BENCHMARKS.md).
 """
@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from profiles import load_profile, run_config
 
+from lib.cpu_bfloat16 import bfloat16_matmuls
 from lib.data import load_eval, load_traces
-from lib.embedded import GEMMA_2B_CONFIG, build_model_from_config
 from lib.generation import generate_greedy
-from lib.modeling import DTYPES, load_model, load_tokenizer
-from lib.throughput import bfloat16_matmuls
+from lib.model_builder import build_model_from_config, model_config_path
+from lib.model_loading import DTYPES, load_model, load_tokenizer
 
 
 def timed(label: str, rows: list, fn, *args, **kwargs):
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"profile {args.profile}: {cfg.device}, {cfg.dtype}; eval slice {limit} items x {cfg.max_new_tokens} "
               f"new tokens, batch {cfg.eval_batch_size}; torch threads {torch.get_num_threads()}", flush=True)
         folder = timed("build: tokenizer, seeded init, save", rows, build_model_from_config,
-                       GEMMA_2B_CONFIG, traces, cfg.seed, cfg.dtype, Path(tmp) / "base_model")
+                       model_config_path("gemma-2b-shape"), traces, cfg.seed, cfg.dtype, Path(tmp) / "base_model")
         tokenizer = load_tokenizer(str(folder))
-        model = timed("load (lib.modeling.load_model)", rows, load_model, str(folder), cfg, tokenizer)
+        model = timed("load (lib.model_loading.load_model)", rows, load_model, str(folder), cfg, tokenizer)
         timed("save (as the final checkpoint)", rows, model.save_pretrained, Path(tmp) / "final")
         routes = [("float32 GEMM", bfloat16_matmuls(cfg.device, dtype))]
         if args.native:

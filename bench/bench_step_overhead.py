@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python bench/bench_step_overhead.py [--steps 40]
 
 bench/bench_training.py's two configurations (the original: micro-batch 1 x 4, padded to 128
-tokens, full logits; ours: lib.trainer.build_trainer, length-grouped, label-position logits),
+tokens, full logits; ours: lib.training_worker.build_trainer, length-grouped, label-position logits),
 each also on records cut to their last 16 tokens (the original then padded to 16), which divides
 the model's work per micro-batch by ~5-8 and leaves the per-step work (Python, autograd bookkeeping, the optimizer's loop over its
 tensors, data collation, callbacks) as it is. One thread, CPU time of this process per optimizer
@@ -25,12 +25,12 @@ from bench_training import ORIGINAL_SEQ, TRAIN_FILE, original_trainer, run_confi
 from datasets import Dataset
 from transformers import TrainerCallback
 
+from profiles import build_embedded
 from lib.config import REPO_ROOT
 from lib.data import load_traces
-from lib.embedded import build_embedded_model
-from lib.modeling import load_model, load_tokenizer
-from lib.render import encode_traces
-from lib.trainer import build_trainer
+from lib.model_loading import load_model, load_tokenizer
+from lib.prompt_format import encode_traces
+from lib.training_worker import build_trainer
 
 SHORT = 16  # tokens per record in the cut runs
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         tmp = Path(tmp)
         traces = load_traces(TRAIN_FILE)
-        model_dir = str(build_embedded_model(traces, seed=0, out_dir=tmp / "embedded"))
+        model_dir = str(build_embedded(traces, seed=0, out_dir=tmp / "embedded"))
         cfg = run_config(REPO_ROOT / "params" / "embedded.yaml", model_dir, tmp / "run")
         cfg = dataclasses.replace(cfg, gradient_accumulation_steps=4, optimizer="adafactor", max_steps=10**6)
         tokenizer = load_tokenizer(model_dir)

@@ -10,7 +10,7 @@ same weights until it has processed `--tokens` non-padding tokens (the Trainer's
   original  the first M44 attempt: the plain Trainer, micro-batch 1, gradient accumulation 4,
             Adafactor, every record padded to 128 tokens; longer records truncated to 128, as
             the original did (it tokenized with truncation); full-vocabulary logits everywhere.
-  ours      what lib/trainer.py builds for a run (lib.trainer.build_trainer), with the
+  ours      what lib/training_worker.py builds for a run (lib.training_worker.build_trainer), with the
             profile's micro-batch (or --batch-size) and the same accumulation and optimizer as
             the original, so that only the speed settings differ.
 
@@ -48,13 +48,13 @@ from transformers import (
     TrainingArguments,
 )
 
+from profiles import build_embedded
 from lib.config import REPO_ROOT, RunConfig, load_config
 from lib.data import load_traces
-from lib.embedded import build_embedded_model
-from lib.modeling import DTYPES, free_device_memory, load_model, load_tokenizer
-from lib.render import IGNORE_INDEX, encode_traces
+from lib.model_loading import DTYPES, free_device_memory, load_model, load_tokenizer
+from lib.prompt_format import IGNORE_INDEX, encode_traces
 from lib.throughput import measure_peak_flops
-from lib.trainer import build_trainer
+from lib.training_worker import build_trainer
 
 TRAIN_FILE = REPO_ROOT / "data" / "dev-reasoning-v2.jsonl"
 ORIGINAL_SEQ = 128  # the original padded (and truncated) every record to 128 tokens
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         tmp = Path(tmp)
         traces = load_traces(TRAIN_FILE)
-        model_dir = str(build_embedded_model(traces, seed=0, out_dir=tmp / "embedded"))
+        model_dir = str(build_embedded(traces, seed=0, out_dir=tmp / "embedded"))
         device_changes = {} if cuda or not args.gemma_2b else {"device": "cpu", "dtype": "float32"}
         cfg = run_config(params_file, model_dir, tmp / "run", **device_changes)
         ours_cfg = dataclasses.replace(cfg, **{**ORIGINAL, "batch_size": args.batch_size or cfg.batch_size})
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             ("original", cfg, original_trainer, f"1 x 4, padded to {ORIGINAL_SEQ}, full logits"),
             ("ours", ours_cfg, lambda *a: our_trainer(*a, args), ours_settings % "length-grouped" + options),
         ]
-        if args.packed:  # measured, not used: see PACK_SEQUENCES in lib/trainer.py
+        if args.packed:  # measured, not used: see PACK_SEQUENCES in lib/training_worker.py
             configurations.append(("ours, packed", ours_cfg, lambda *a: our_trainer(*a, args, packed=True),
                                    ours_settings % "packed (no padding)" + options))
         rows = []

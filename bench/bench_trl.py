@@ -9,13 +9,13 @@ hyperparameters (micro-batch 4, AdamW, lr 1e-4, cosine with 10% warm-up, clippin
 
   TRL   trl.SFTTrainer on prompt-completion records (`completion_only_loss`, its default loss:
         the mean negative log-likelihood of the completion tokens, computed by its fused LM head),
-        the records rendered exactly as lib/render.py renders them: the prompt text without BOS
+        the records rendered exactly as lib/prompt_format.py renders them: the prompt text without BOS
         (the tokenizer adds the one BOS), the response as the completion (TRL appends EOS).
-  ours  lib.trainer.build_trainer (the LabelPositionTrainer), on lib.render.encode_traces.
+  ours  lib.training_worker.build_trainer (the LabelPositionTrainer), on lib.prompt_format.encode_traces.
 
 The script first checks that TRL's tokenized records equal ours (input ids and loss mask, every
 record): otherwise the comparison would not be of the same training. Both train a fresh copy of
-the same weights (lib.modeling.load_model) on length-grouped batches with the same seed, so they
+the same weights (lib.model_loading.load_model) on length-grouped batches with the same seed, so they
 see the same batches in the same order. It prints, per trainer, non-padding tokens/s (the
 Trainer's own count; the first step excluded as warm-up), the peak resident memory the training
 added to the process (peak RSS minus RSS before the model was loaded), and the loss at every
@@ -44,10 +44,10 @@ from trl import SFTConfig, SFTTrainer
 
 from lib import gguf_model
 from lib.data import load_traces
-from lib.modeling import load_model, load_tokenizer
-from lib.render import encode_traces, render_prompt, render_response
+from lib.model_loading import load_model, load_tokenizer
+from lib.prompt_format import encode_traces, render_prompt, render_response
 from lib.throughput import peak_memory, reset_peak_memory
-from lib.trainer import build_trainer, build_training_arguments
+from lib.training_worker import build_trainer, build_training_arguments
 
 # float32 on both sides, different kernels for the same sums (the model's cross-entropy on label
 # positions against TRL's chunked log-sum-exp over all positions): the first step's loss agrees to
@@ -76,7 +76,7 @@ class StepClock(TrainerCallback):
 
 
 def trl_records(traces: list[dict]) -> Dataset:
-    """Prompt-completion records rendered as lib/render.py renders them, BOS and EOS left to the tokenizer and TRL."""
+    """Prompt-completion records rendered as lib/prompt_format.py renders them, BOS and EOS left to the tokenizer and TRL."""
     return Dataset.from_list([
         {"prompt": render_prompt(t["prompt"], ""), "completion": render_response(t["steps"], t["final_answer"])}
         for t in traces

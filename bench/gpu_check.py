@@ -4,9 +4,9 @@
     python bench/gpu_check.py --tiny           # the same code on the CPU with the embedded config, in seconds
 
 No hub and no internet needed: the model is models/gemma-2b/config.json with seeded random weights,
-built on the device (lib.embedded.init_model), with a tokenizer trained on the training records
-(lib.embedded.build_tokenizer, ~1,570 tokens; the embedding keeps Gemma's 256,000 rows). It trains
-`--steps` optimizer steps through the project's trainer (lib.trainer.build_trainer) with the
+built on the device (lib.model_builder.init_model), with a tokenizer trained on the training records
+(lib.model_builder.build_tokenizer, ~1,570 tokens; the embedding keeps Gemma's 256,000 rows). It trains
+`--steps` optimizer steps through the project's trainer (lib.training_worker.build_trainer) with the
 official parameters (params/m44.yaml: micro-batch 1, gradient accumulation 4, max_seq_length 512,
 Adafactor, bf16, eager attention), and prints:
 
@@ -40,14 +40,15 @@ from profiles import load_profile, run_config
 from transformers import TrainerCallback
 
 from lib.config import REPO_ROOT
+from lib.cpu_bfloat16 import bfloat16_matmuls
 from lib.data import load_traces
-from lib.embedded import GEMMA_2B_CONFIG, MODEL_CONFIG, build_tokenizer, init_model, read_config
-from lib.modeling import DTYPES, free_device_memory
-from lib.render import IGNORE_INDEX, encode_traces
-from lib.resources import GIB, estimate_training_memory
-from lib.throughput import (bfloat16_matmuls, measure_peak_flops, model_flops_utilization, peak_memory,
-                            reset_peak_memory)
-from lib.trainer import build_trainer
+from lib.model_builder import build_tokenizer, init_model, model_config_path, read_config
+from lib.model_loading import DTYPES, free_device_memory
+from lib.prompt_format import IGNORE_INDEX, encode_traces
+from lib.resources import estimate_training_memory
+from lib.throughput import measure_peak_flops, model_flops_utilization, peak_memory, reset_peak_memory
+from lib.training_worker import build_trainer
+from lib.units import GIB
 
 
 class StepClock(TrainerCallback):
@@ -79,7 +80,7 @@ def device_memory_in_use() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=GEMMA_2B_CONFIG, help="a committed model config.json")
+    parser.add_argument("--config", type=Path, default=model_config_path("gemma-2b-shape"), help="a committed model config.json")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps of ours (default 30)")
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     changes = {}
     if args.tiny:
-        args.config, args.device, args.dtype, args.steps = MODEL_CONFIG, "cpu", "float32", 3
+        args.config, args.device, args.dtype, args.steps = model_config_path("embedded"), "cpu", "float32", 3
         changes["max_seq_length"] = load_profile("embedded")["max_seq_length"]
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this check is for a lent GPU (run it with --tiny to check the script on the CPU)")

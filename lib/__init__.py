@@ -1,11 +1,21 @@
-"""The M44 run: the notebook's helpers, one module per concern. Importing the package imports nothing else.
+"""The M44 run: the notebook's helpers, one module per concern, in layers (tests/test_architecture.py holds the table).
 
-The layers, each importing only from those below it:
-    entry points   execute, verify, reevaluate, trainer (the training worker), data (`check`)
-    the run        run (phases, consolidation), report (display only)
-    phases         preflight, training, evaluation, consolidation
-    building       model_source, modeling, embedded, gguf_model, generation, resources, throughput,
-                   snapshot, plots
-    facts          summary, results, scoring, stats, data, render, config
-    leaves         contract (the evidence file names), evidence (atomic writes), redaction
+    entry points    execute, lab, reevaluate, data_check; the workers the kernel starts: training_worker,
+                    evaluation_worker
+    the run         run (the phase guard), interactive (re-running cells), report (display only)
+    phases          preflight, training, evaluation, consolidation
+    building        model_source, model_loading, model_builder, gguf_model, prompt_format, generation,
+                    resources, throughput, cpu_bfloat16, snapshot, plots, launcher
+    evidence core   config, data, scoring, stats, results, summary, verify, evidence, run_folder, repository,
+                    rehearsal (torch-free: `python -m lib.verify` needs neither torch nor a model)
+    leaves          contract, redaction, units, printable, console
+
+Each module imports only from its own layer and those below it. Importing the package imports no other module.
 """
+
+import warnings
+
+# transformers imports tqdm.auto, which warns in a Jupyter kernel without ipywidgets. The run shows no progress
+# bars (lib/model_loading.py turns them off); it prints one line per logging step and generation batch instead.
+# Set here, where every `import lib.<module>` passes first, so no import order in the notebook matters.
+warnings.filterwarnings("ignore", message="IProgress not found")

@@ -1,7 +1,7 @@
 """The run's parameters: one dataclass, one loader (profile file + overrides), validated once, frozen.
 
 Every entry point builds its config here: the notebook from its parameters cell (`RunConfig.from_parameters`),
-`lib.execute`, `lib.reevaluate`, `lib.data check`, the benchmarks and the tests from a profile file and
+`lib.execute`, `lib.reevaluate`, `lib.data_check`, the benchmarks and the tests from a profile file and
 overrides (`load_config`). Types come from the annotations (bool, int, float, str, Literal choices),
 ranges from each field's metadata; a bad value is refused with the parameter's name and the fix.
 """
@@ -17,6 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from lib.contract import CONFIG
+from lib.evidence import read_json, write_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES = REPO_ROOT / "params"
@@ -72,6 +75,9 @@ class RunConfig:
     max_new_tokens: int = field(default=256, metadata=_range(1, 32_768))
     # where the evidence goes
     run_dir: str = "submission_runs/m44_v1"
+    # an official run (submission_runs/m44_v<N>) starts only after a rehearsal of this configuration passed here
+    # (lib/rehearsal.py); false waives that, and the waiver is recorded
+    require_rehearsal: bool = True
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -95,20 +101,24 @@ class RunConfig:
     @classmethod
     def from_parameters(cls, params: Mapping) -> RunConfig:
         """Build from a complete name -> value mapping (the notebook's parameters cell), naming unknown and missing names."""
-        names = parameter_names()
-        unknown = sorted(set(params) - set(names))
-        if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {', '.join(map(repr, unknown))}; "
-                f"known parameters: {', '.join(sorted(names))}"
-            )
-        missing = [name for name in names if name not in params]
+        refuse_unknown(params)
+        missing = [name for name in parameter_names() if name not in params]
         if missing:
             raise ValueError(f"missing parameter(s): {', '.join(map(repr, missing))}")
         return cls(**params)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def save(self, run_dir: Path) -> Path:
+        """config.json: the resolved parameters and their hash, the first evidence of every run."""
+        return write_json(run_dir / CONFIG, {"valid": True, "sha256": self.sha256(), "parameters": self.to_dict()})
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunConfig | None:
+        """The config a run folder's config.json records; None when its parameters were invalid."""
+        record = read_json(run_dir / CONFIG)
+        return cls.from_parameters(record["parameters"]) if record.get("valid") else None
 
     def sha256(self) -> str:
         """Hash of the resolved parameters, stable across runs and platforms."""
@@ -121,7 +131,7 @@ class RunConfig:
 
     @property
     def builds_model(self) -> bool:
-        """A model built in the run folder, with a tokenizer trained on the training texts (lib/embedded.py)."""
+        """A model built in the run folder, with a tokenizer trained on the training texts (lib/model_builder.py)."""
         return self.model_name in BUILT_MODELS
 
 
@@ -131,6 +141,19 @@ BUILT_MODELS = {"embedded": "embedded", "gemma-2b-shape": "gemma-2b"}
 
 def parameter_names() -> list[str]:
     return [f.name for f in dataclasses.fields(RunConfig)]
+
+
+def refuse_unknown(params: Mapping, where: str = "") -> None:
+    """Raise ValueError naming every key of `params` that is not a parameter (and where it was written)."""
+    unknown = sorted(set(params) - set(parameter_names()))
+    if unknown:
+        raise ValueError(f"{where}unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                         f"known parameters: {', '.join(parameter_names())}")
+
+
+def save_invalid_parameters(run_dir: Path, params: Mapping) -> Path:
+    """config.json of a run whose parameters failed validation: each value as written, for the evidence."""
+    return write_json(run_dir / CONFIG, {"valid": False, "parameters": {k: repr(v) for k, v in params.items()}})
 
 
 def default_parameters() -> dict:
@@ -146,10 +169,7 @@ def resolve_path(value: str | Path) -> Path:
 def load_config(profile: str | Path | None = None, overrides: Mapping | None = None) -> RunConfig:
     """The one way to a config outside the notebook: defaults, then a profile file, then overrides."""
     params = {**default_parameters(), **(read_profile(profile) if profile is not None else {}), **(overrides or {})}
-    unknown = sorted(set(params) - set(parameter_names()))
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; "
-                         f"known parameters: {', '.join(parameter_names())}")
+    refuse_unknown(params)
     return RunConfig(**params)
 
 
@@ -170,10 +190,7 @@ def read_profile(path: str | Path) -> dict:
         raise ValueError(f"profile {path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
     if not isinstance(params, dict):
         raise ValueError(f"profile {path}: expected a mapping of parameter names to values, got {type(params).__name__}")
-    unknown = sorted(set(params) - set(parameter_names()))
-    if unknown:
-        raise ValueError(f"profile {path}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
-                         f"known parameters: {', '.join(parameter_names())}")
+    refuse_unknown(params, f"profile {path}: ")
     return params
 
 
@@ -185,8 +202,7 @@ def parse_override(text: str) -> tuple[str, object]:
     name = name.strip()
     if not sep or not name:
         raise ValueError(f"-p {text!r}: expected NAME=VALUE, e.g. -p max_steps=300")
-    if name not in parameter_names():
-        raise ValueError(f"-p {text!r}: unknown parameter {name!r}; known parameters: {', '.join(parameter_names())}")
+    refuse_unknown({name: raw}, f"-p {text!r}: ")
     try:
         value = yaml.safe_load(raw) if raw.strip() else raw
     except yaml.YAMLError:

@@ -8,15 +8,17 @@ from pathlib import Path
 
 import torch
 
-from lib.config import RunConfig
+from lib.config import RunConfig, save_invalid_parameters
 from lib.contract import (
     CONFIG, DATA_REPORT, ENV_SNAPSHOT, EVAL_RESULTS, FAILURE_ANALYSIS, GPU_SNAPSHOT, MANIFEST, PHASE_ORDER, PHASES,
     PREFLIGHT, SUMMARY, SUMMARY_FACTS, TRAINING_LOG, TRAINING_METRICS, required,
 )
 from lib.evidence import read_json, write_json, write_manifest, write_text
-from lib.runfolder import read_claim
-from lib.snapshot import describe_repository, write_env_snapshot, write_gpu_snapshot
+from lib.run_folder import read_claim
+from lib.repository import describe_repository
+from lib.snapshot import write_env_snapshot, write_gpu_snapshot
 from lib.summary import caveats, outcome_line, render_failure_analysis, render_summary
+from lib.verify import consistency
 
 GUARD = "repository guard"
 
@@ -44,12 +46,11 @@ def consolidate_from_files(run_dir: Path, cause: str) -> dict:
     completed exactly as the notebook would have completed it.
     """
     # Either file is missing when the notebook stopped before its first cell got that far.
-    config = read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else {"valid": False, "parameters": {}}
+    if not (run_dir / CONFIG).exists():
+        save_invalid_parameters(run_dir, {})
+    cfg, params = _read_config(run_dir)
     state = (read_json(run_dir / PHASES) if (run_dir / PHASES).exists()
              else {"repository_before": describe_repository(run_dir), "phases": []})
-    if not (run_dir / CONFIG).exists():
-        write_json(run_dir / CONFIG, config)
-    cfg = RunConfig.from_parameters(config["parameters"]) if config.get("valid") else None
     phases = state["phases"]
     for record in phases:
         if record["status"] == "running":
@@ -65,7 +66,6 @@ def consolidate_from_files(run_dir: Path, cause: str) -> dict:
     if guard is not None:
         phases.append(guard)
     write_json(run_dir / PHASES, {"repository_before": state["repository_before"], "phases": phases})
-    params = config["parameters"] if cfg is None else cfg.to_dict()
     claim = read_claim(run_dir)
     return consolidate(run_dir, cfg, params, phases, repository, claim.launcher if claim else "unknown")
 
@@ -76,13 +76,18 @@ def record_late_failure(run_dir: Path, phase: str, cause: str, traceback: str) -
     The facts, the summary, the failure analysis and the manifest are rewritten from the files, so the
     folder says plainly that the run failed at the end, and why. Returns the new facts.
     """
-    state, facts, config = read_json(run_dir / PHASES), read_json(run_dir / SUMMARY_FACTS), read_json(run_dir / CONFIG)
+    state, facts = read_json(run_dir / PHASES), read_json(run_dir / SUMMARY_FACTS)
     phases = [*state["phases"], {"name": phase, "status": "failed", "duration_s": 0.0, "cause": cause,
                                  "traceback": traceback}]
     write_json(run_dir / PHASES, {**state, "phases": phases})
-    cfg = RunConfig.from_parameters(config["parameters"]) if config.get("valid") else None
-    params = cfg.to_dict() if cfg else config["parameters"]
+    cfg, params = _read_config(run_dir)
     return consolidate(run_dir, cfg, params, phases, facts["repository"], facts["launcher"])
+
+
+def _read_config(run_dir: Path) -> tuple[RunConfig | None, dict]:
+    """The run's config (None when its parameters were invalid) and its parameters as config.json records them."""
+    cfg = RunConfig.load(run_dir)
+    return cfg, cfg.to_dict() if cfg else read_json(run_dir / CONFIG)["parameters"]
 
 
 def consolidate(run_dir: Path, cfg: RunConfig | None, params: dict, phases: list[dict], repository: dict,
@@ -109,19 +114,32 @@ def consolidate(run_dir: Path, cfg: RunConfig | None, params: dict, phases: list
             "runtime_s": 0.0,
             "history": [],
         })
+    for stray in sorted(run_dir.glob(".*.tmp")):  # half a write of a process killed mid-write: never evidence
+        stray.unlink()
+        print(f"removed {stray.name}: a temporary file left by a process stopped while writing")
     facts = gather_facts(run_dir, cfg, params, phases, repository, launcher)
+    write_facts(run_dir, facts)
+    missing = [name for name in required(failed is None) if not (run_dir / name).exists()]
+    if missing:  # every path above writes them; a check, not an assert, so that it holds under python -O
+        raise RuntimeError(f"evidence set incomplete after consolidation: {', '.join(missing)} missing")
+    if problems := consistency(run_dir):
+        # The run did its work; the writer and the checker disagree. The results stay, and the folder says so.
+        facts = {**facts, "inconsistent": problems}
+        write_facts(run_dir, facts)
+        for problem in problems:
+            print(f"EVIDENCE INCONSISTENT: {problem}")
+    print(outcome_line(facts))
+    print(f"evidence in {run_dir}: {', '.join(required(failed is None) + (MANIFEST,))}")
+    return facts
+
+
+def write_facts(run_dir: Path, facts: dict) -> None:
+    """The facts, the text rendered from them (the summary, the failure analysis) and the manifest over it all."""
     write_json(run_dir / SUMMARY_FACTS, facts)
-    if failed is not None:
+    if facts["failed"] is not None:
         write_text(run_dir / FAILURE_ANALYSIS, render_failure_analysis(facts))
     write_text(run_dir / SUMMARY, render_summary(facts))
     write_manifest(run_dir)
-
-    names = required(failed is None)
-    missing = [name for name in names if not (run_dir / name).exists()]
-    assert not missing, f"evidence set incomplete: {missing}"  # every path above writes them
-    print(outcome_line(facts))
-    print(f"evidence in {run_dir}: {', '.join(names + (MANIFEST,))}")
-    return facts
 
 
 def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: list[dict], repository: dict,
@@ -143,6 +161,7 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
         "launcher": launcher,
         # A run stepped through in Jupyter: what showed it, how often each phase ran, parameters changed (lib/run.py).
         "interactive": state.get("interactive"),
+        "rehearsal": state.get("rehearsal"),  # an official run: what armed it (lib/rehearsal.py)
         "model": cfg.model_name if cfg else f"{params.get('model_name')!r} (parameters invalid)",
         "device_dtype": f"{cfg.device} / {cfg.dtype}" if cfg else "unknown",
         "processes": process_facts(cfg, metrics),

@@ -12,7 +12,7 @@ keeps as JSON (``DataReport.to_dict``):
 - train/eval leakage: an eval prompt that appears in training once both are normalised
   (``normalize_prompt``) fails (policy "fail") or is reported (policy "report").
 
-``python -m lib.data check ...`` runs the same checks and more without starting a run (lib/datacheck.py).
+``python -m lib.data_check ...`` runs the same checks and more without starting a run (lib/data_check.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ EVAL_DIFFICULTIES = ("easy", "medium", "hard")
 REPEAT_POLICIES = ("keep", "drop")  # a training prompt that repeats an earlier one
 LEAKAGE_POLICIES = ("fail", "report")  # an eval prompt that also appears in training
 EXAMPLES = 5  # findings listed per kind in a check's result; the counts cover all of them
-MAX_LISTED = 20  # malformed records named in one error before "... and N more"
+MAX_LISTED = 20  # kinds of fault named in one error before "... and N more"
 NORMALISATION = "case folded, whitespace collapsed, Unicode NFKC (superscripts, subscripts and fractions kept)"
 # Messages use JSON's names for types: the reader of an error is looking at a JSON file.
 _JSON_TYPE_NAMES = {
@@ -43,7 +43,15 @@ _KEPT_DECOMPOSITIONS = ("<super>", "<sub>", "<fraction>")
 
 
 class DataError(ValueError):
-    """A data file holds a record that does not match its schema, or the data break the policy."""
+    """A data file holds a record that does not match its schema, or the data break the policy.
+
+    One record's error also carries its `line`, its `fault` (the message without the place) and whether the fault
+    is the schema's (`schema`), so that a file's errors can be grouped (lib.data._load).
+    """
+
+    def __init__(self, message: str, line: int | None = None, fault: str = "", schema: bool = False):
+        super().__init__(message)
+        self.line, self.fault, self.schema = line, fault or message, schema
 
 
 # --------------------------------------------------------------------------- loading
@@ -55,8 +63,8 @@ class _Record:
     def __init__(self, path: Path, line: int, value: object):
         self.path, self.line, self.value = path, line, value
 
-    def error(self, message: str) -> DataError:
-        return DataError(f"{self.path} line {self.line}: {message}")
+    def error(self, message: str, schema: bool = True) -> DataError:
+        return DataError(f"{self.path} line {self.line}: {message}", self.line, message, schema)
 
     def field(self, container: dict, key: str, expected: type, name: str | None = None) -> object:
         """container[key] if it is present and of the expected type; otherwise a DataError naming the field."""
@@ -83,6 +91,23 @@ class _Record:
         return value
 
 
+def _unpaired_surrogate(value: object, where: str = "") -> tuple[str, str] | None:
+    """(where, the character) of the first unpaired surrogate in a parsed JSON value's strings and keys; or None."""
+    if isinstance(value, str):
+        char = next((c for c in value if "\ud800" <= c <= "\udfff"), None)
+        return None if char is None else (where, char)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{where}.{key}" if where else f"field {key!r}"
+            if found := _unpaired_surrogate(key, f"a key in {where or 'the record'}") or _unpaired_surrogate(item, inner):
+                return found
+    if isinstance(value, list):
+        for n, item in enumerate(value):
+            if found := _unpaired_surrogate(item, f"{where}[{n}]"):
+                return found
+    return None
+
+
 def _json_type(value: object) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
@@ -94,10 +119,9 @@ def _parse_lines(path: Path, raw: bytes) -> Iterator[_Record | DataError]:
         try:
             line = line_bytes.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield DataError(
-                f"{path} line {number}: not UTF-8 text (byte 0x{line_bytes[exc.start]:02x} at byte {exc.start + 1} "
-                "of the line); save the file as UTF-8"
-            )
+            fault = (f"not UTF-8 text (byte 0x{line_bytes[exc.start]:02x} at byte {exc.start + 1} of the line); "
+                     "save the file as UTF-8")
+            yield DataError(f"{path} line {number}: {fault}", number, fault)
             continue
         if number == 1:
             line = line.removeprefix("\ufeff")  # a byte-order mark, as some Windows editors write
@@ -106,12 +130,19 @@ def _parse_lines(path: Path, raw: bytes) -> Iterator[_Record | DataError]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield DataError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
+            fault = f"not valid JSON ({exc.msg} at column {exc.colno})"
+            yield DataError(f"{path} line {number}: {fault}", number, fault)
             continue
         record = _Record(path, number, value)
-        yield record if isinstance(value, dict) else record.error(
-            f"record must be a JSON object (got {_json_type(value)})"
-        )
+        if not isinstance(value, dict):
+            yield record.error(f"record must be a JSON object (got {_json_type(value)})")
+        elif (found := _unpaired_surrogate(value)) is not None:
+            # A \\ud83d escape without its pair: valid JSON, but no UTF-8 file (the evidence) can hold it.
+            where, char = found
+            yield record.error(f"{where} holds an unpaired surrogate escape (\\u{ord(char):04x}), half of a "
+                               "character that UTF-8 cannot store; write the whole character instead", schema=False)
+        else:
+            yield record
 
 
 @dataclass(frozen=True)
@@ -127,29 +158,59 @@ class DataFile:
         return {"path": str(self.path), "sha256": self.sha256, "records": len(self.records)}
 
 
+# What identifies each schema (a key the other has not), to recognise a file given in the other's place.
+_SCHEMA_KEYS = {"training traces file": "final_answer", "eval set file": "expected_answer"}
+SCHEMA_HELP = "the schemas of both files: docs/DATA.md"
+
+
 def _load(path: str | Path, what: str, check: Callable[[_Record], dict]) -> DataFile:
-    """Read and check every record; raise one DataError naming every malformed line (up to MAX_LISTED)."""
+    """Read and check every record; raise one DataError naming every malformed line, the same fault once."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     raw = path.read_bytes()
-    records, lines, errors = [], [], []
+    records, lines, errors, values = [], [], [], []
     for parsed in _parse_lines(path, raw):
         if isinstance(parsed, DataError):
-            errors.append(str(parsed))
+            errors.append(parsed)
             continue
+        values.append(parsed.value)
         try:
             records.append(check(parsed))
         except DataError as exc:  # keep going: the user fixes every bad line in one pass
-            errors.append(str(exc))
+            errors.append(exc)
         else:
             lines.append(parsed.line)
     if errors:
-        more = f"\n... and {len(errors) - MAX_LISTED} more malformed records" if len(errors) > MAX_LISTED else ""
-        raise DataError("\n".join(errors[:MAX_LISTED]) + more)
+        raise DataError(_describe_errors(path, what, errors, values))
     if not records:
         raise DataError(f"{path}: {what} holds no records (the file is empty or has only blank lines)")
     return DataFile(path, hashlib.sha256(raw).hexdigest(), records, lines)
+
+
+def _describe_errors(path: Path, what: str, errors: list[DataError], values: list[object]) -> str:
+    """One line per kind of fault with the lines that have it (a fault on every line is said once), a hint when
+    the file is the other schema's, and where the schema is."""
+    by_fault: dict[str, list[int]] = {}
+    for error in errors:
+        by_fault.setdefault(error.fault, []).append(error.line)
+    shown = [f"{path} {_lines(numbers)}: {fault}" for fault, numbers in list(by_fault.items())[:MAX_LISTED]]
+    if len(by_fault) > MAX_LISTED:
+        shown.append(f"... and {_plural(len(by_fault) - MAX_LISTED, 'other fault')}")
+    other = next(name for name in _SCHEMA_KEYS if name != what)
+    if values and all(isinstance(v, dict) and _SCHEMA_KEYS[other] in v for v in values):
+        shown.insert(0, f"{path} holds {other.removesuffix(' file')} records ({_SCHEMA_KEYS[other]!r} on every line), "
+                        f"not a {what}: are the training and eval files swapped?")
+    if any(error.schema for error in errors):
+        shown.append(f"({SCHEMA_HELP})")
+    return "\n".join(shown)
+
+
+def _lines(numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return f"line {numbers[0]}"
+    listed = ", ".join(map(str, numbers[:5]))
+    return f"lines {listed}" + (f" and {len(numbers) - 5} more" if len(numbers) > 5 else "")
 
 
 def _check_trace(record: _Record) -> dict:
@@ -424,20 +485,11 @@ class DataReport:
     def problems(self) -> list[str]:
         return [problem for check in self.checks for problem in check.problems]
 
-    def lines(self) -> list[str]:
-        """One pre-flight line per check."""
-        return [check.line() for check in self.checks]
-
     def summary(self) -> str:
         failed = [check.name for check in self.checks if not check.ok]
         noted = [check.name for check in self.checks if check.status == "warn"]
         outcome = f"failed: {', '.join(failed)}" if failed else "all passed"
         return f"data checks {outcome}" + (f" (notes on {', '.join(noted)})" if noted else "")
-
-    def raise_for_problems(self) -> None:
-        """Raise one DataError naming every problem (file and line) when a check failed."""
-        if not self.ok:
-            raise DataError("the data break the data policy:\n" + "\n".join(self.problems))
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "summary": self.summary(), "files": self.files, "policy": self.policy,
@@ -459,10 +511,3 @@ def check_data(train: DataFile, eval_set: DataFile, repeats: str = "keep", leaka
 def load_training_records(path: str | Path, repeats: str) -> list[dict]:
     """The records training uses: the file's, with later repeats of a prompt dropped when `repeats` is "drop"."""
     return apply_repeat_policy(load_trace_file(path), repeats)[0].records
-
-
-if __name__ == "__main__":
-    # Imported here so that `import lib.data` stays light: the check needs tokenizers and pandas.
-    from lib.datacheck import main
-
-    raise SystemExit(main())

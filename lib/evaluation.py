@@ -1,7 +1,7 @@
 """M44.2: generate on every eval item with the untrained and the trained model, score each, write the results.
 
 The files' content is built and rendered by lib/results.py (pure); this module loads models and generates.
-One process generates here, in the kernel; with `num_processes` > 1 the ranks of lib/evaluator.py share
+One process generates here, in the kernel; with `num_processes` > 1 the ranks of lib/evaluation_worker.py share
 the items (whole batches each, the same outputs) and rank 0 scores and writes through `write_evaluation`.
 """
 
@@ -15,10 +15,10 @@ from lib.contract import COMPARISON_PLOT, EVAL_RESULTS, EVAL_SUMMARY
 from lib.evidence import read_json, write_json, write_text
 from lib.generation import generate_greedy
 from lib.launcher import run_worker
-from lib.modeling import DTYPES, free_device_memory, load_model, load_tokenizer
+from lib.model_loading import DTYPES, free_device_memory, load_model, load_tokenizer
 from lib.plots import plot_comparison
 from lib.results import MODELS, build_results, headline, render_evaluation_summary
-from lib.throughput import bfloat16_matmuls
+from lib.cpu_bfloat16 import bfloat16_matmuls
 
 if TYPE_CHECKING:
     from lib.preflight import Prepared
@@ -48,10 +48,8 @@ def evaluate(cfg: RunConfig, run_dir: Path, prepared: Prepared, trained: Trained
     """Baseline (the model before training) and trained, same items, same decoding, same scorer."""
     sources = {"baseline": prepared.model_source, "trained": str(trained.model_dir)}
     if cfg.num_processes == 1:
-        items = scored_items(cfg, prepared.eval_items)
-        generations = {label: generate_for(sources[label], cfg, items, label) for label in MODELS}
-        return write_evaluation(run_dir, cfg, items, generations)
-    ended = run_worker("lib.evaluator", [str(run_dir), sources["baseline"], sources["trained"]],
+        return evaluate_models(cfg, sources, prepared.eval_items, run_dir)
+    ended = run_worker("lib.evaluation_worker", [str(run_dir), sources["baseline"], sources["trained"]],
                        cfg.num_processes, "evaluation process")
     if ended.returncode != 0:
         failed = f"failed ranks:\n{ended.details()}\n" if ended.failures else ""
@@ -60,16 +58,29 @@ def evaluate(cfg: RunConfig, run_dir: Path, prepared: Prepared, trained: Trained
     return read_json(run_dir / EVAL_RESULTS)["metrics"]
 
 
+def evaluate_models(cfg: RunConfig, sources: dict[str, str], eval_items: list[dict], out_dir: Path,
+                    extra: dict | None = None) -> dict:
+    """The evaluation, in one process: each model in `sources` (label -> model) generates on the items `eval_limit`
+    keeps, the same decoding and scorer for all; the results are written into `out_dir`. Returns the metrics.
+
+    The phase runs it on the run's models; lib.reevaluate on a saved model and its base."""
+    items = scored_items(cfg, eval_items)
+    generations = {label: generate_for(sources[label], cfg, items, label) for label in MODELS if label in sources}
+    return write_evaluation(out_dir, cfg, items, generations, len(eval_items), extra)
+
+
 def scored_items(cfg: RunConfig, eval_items: list[dict]) -> list[dict]:
     """The items evaluation scores: all of them, or the first `eval_limit` (a short run at full model size)."""
     return eval_items[:cfg.eval_limit] if cfg.eval_limit else eval_items
 
 
-def write_evaluation(out_dir: Path, cfg: RunConfig, eval_items: list[dict],
-                     generations: dict[str, list[dict]], extra: dict | None = None) -> dict:
-    """Score the generations, write evaluation_results.json, its summary and the comparison chart; return the metrics."""
-    limit = {"eval_limit": cfg.eval_limit} if cfg.eval_limit else {}  # recorded only when it left items out
-    results = build_results(eval_items, generations, cfg.max_new_tokens, {**limit, **(extra or {})})
+def write_evaluation(out_dir: Path, cfg: RunConfig, items: list[dict], generations: dict[str, list[dict]],
+                     items_in_file: int, extra: dict | None = None) -> dict:
+    """Score the generations on `items` (of `items_in_file`), write evaluation_results.json, its summary and the
+    comparison chart; return the metrics."""
+    # Recorded only when items were left out: what was scored, and the limit that left the rest out.
+    limit = {"eval_limit": cfg.eval_limit, "items_in_file": items_in_file} if len(items) < items_in_file else {}
+    results = build_results(items, generations, cfg.max_new_tokens, {**limit, **(extra or {})})
     write_json(out_dir / EVAL_RESULTS, results)
     write_text(out_dir / EVAL_SUMMARY, render_evaluation_summary(results["metrics"], results["items"]))
     if "comparison" in results["metrics"]:

@@ -29,15 +29,15 @@ import time
 import traceback
 from pathlib import Path
 
-from lib import runfolder
+from lib import run_folder
 from lib.config import REPO_ROOT, load_config, parse_override, read_profile, resolve_path
-from lib.contract import CONFIG, FAILURE_ANALYSIS, NOTEBOOK as NOTEBOOK_NAME, STOP_REQUEST, SUMMARY, SUMMARY_FACTS
+from lib.contract import FAILURE_ANALYSIS, NOTEBOOK as NOTEBOOK_NAME, STOP_REQUEST, SUMMARY, SUMMARY_FACTS
 from lib.evidence import write_json, write_manifest, write_text
+from lib.rehearsal import RECORD, REHEARSALS, check_armed, record_pass
 from lib.verify import verify
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "m44.ipynb"
-RUNS = runfolder.RUNS
-REHEARSALS = REPO_ROOT / "build" / "rehearsals"  # ignored by git: a rehearsal claims nothing
+RUNS = run_folder.RUNS
 REPORT_TEMPLATE = Path(__file__).parent / "report_template"
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGBREAK")  # SIGBREAK: Ctrl-Break in a Windows console
 
@@ -157,16 +157,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = resolve_path(cfg.run_dir)
     if args.preflight_only:
-        return rehearse(cfg, run_dir, args.params)
+        rest = [arg for arg in (sys.argv[1:] if argv is None else argv) if arg != "--preflight-only"]
+        return rehearse(cfg, run_dir, args.params, " ".join(["python -m lib.execute", *map(_quoted, rest)]))
 
     with Stop() as stop:
         try:
-            claim = runfolder.claim(run_dir, "lib.execute")  # before papermill writes anything in it
+            if run_folder.is_official(run_dir):
+                check_armed(cfg)  # the one shot goes ahead only after a rehearsal of it passed here
+            claim = run_folder.claim(run_dir, "lib.execute")  # before papermill writes anything in it
         except (ValueError, OSError) as exc:  # FileExistsError included: used, or claimed by a racing launcher
             print(f"lib.execute: {exc}", file=sys.stderr)
             return 2
         stop.claimed(run_dir)
-        os.environ[runfolder.TOKEN_ENV] = claim.token  # the kernel inherits it: the claim is the notebook's own
+        os.environ[run_folder.TOKEN_ENV] = claim.token  # the kernel inherits it: the claim is the notebook's own
         return execute(run_dir, {**profile, **overrides, "run_dir": str(run_dir)}, stop)
 
 
@@ -257,25 +260,32 @@ def seal_evidence(run_dir: Path) -> bool:
         print(f"EVIDENCE INCOMPLETE: the final manifest could not be written ({exc}); {run_dir} does not verify",
               flush=True)
         return False
-    runfolder.seal(run_dir)
+    run_folder.seal(run_dir)
     return True
 
 
-def rehearse(cfg, run_dir: Path, params: Path | None) -> int:
+def _quoted(arg: str) -> str:
+    return f'"{arg}"' if not arg or any(c.isspace() for c in arg) else arg
+
+
+def rehearse(cfg, run_dir: Path, params: Path | None, run_command: str) -> int:
     """Pre-flight with these parameters into a scratch folder; the run's own folder is looked at, never touched."""
     from lib.preflight import run_preflight  # torch and transformers: only when rehearsing
 
     scratch = new_run_dir((params.stem if params else "official") + "-rehearsal", REHEARSALS)
     scratch.mkdir(parents=True)
     rehearsal_cfg = dataclasses.replace(cfg, run_dir=str(scratch))
-    write_json(scratch / CONFIG, {"valid": True, "sha256": rehearsal_cfg.sha256(), "parameters": rehearsal_cfg.to_dict()})
+    rehearsal_cfg.save(scratch)
     print(f"Rehearsal of the run into {run_dir} (pre-flight only; scratch folder {scratch})", flush=True)
     try:
         run_preflight(rehearsal_cfg, scratch, rehearsal_for=run_dir)
     except RuntimeError as exc:
         print(f"\nREHEARSAL FAILED: {exc}\nNothing was claimed; fix the [FAIL] lines and rehearse again.")
         return 1
+    record_pass(cfg, scratch)
     print(f"\nREHEARSAL PASSED: every pre-flight check passes; {run_dir} is free for the run.")
+    armed = f"The official run is armed (recorded in {scratch / RECORD}). " if run_folder.is_official(run_dir) else ""
+    print(f"{armed}Run it next:\n    {run_command}")
     return 0
 
 

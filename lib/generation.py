@@ -8,7 +8,7 @@ import time
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lib.render import encode_prompt, stop_token_ids
+from lib.prompt_format import encode_prompt, stop_token_ids
 
 
 @torch.inference_mode()

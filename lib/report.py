@@ -32,9 +32,10 @@ from lib.contract import (
     TRAINING_METRICS,
 )
 from lib.evidence import read_json
+from lib.printable import one_line, visible
 from lib.results import (
-    SCORECARD_BY, SCORECARD_METRICS, ci_text, comparison_rows, example_items, formatted, models_in, percent,
-    points, right_or_wrong, scorecard_rows,
+    SCORECARD_BY, SCORECARD_METRICS, changed_items, ci_text, comparison_rows, example_items, formatted, models_in,
+    percent, points, right_or_wrong, scorecard_rows,
 )
 from lib.stats import word_verdict
 from lib.summary import (
@@ -42,13 +43,13 @@ from lib.summary import (
     interactive_text, memory_line, next_step, root_causes,
 )
 
-# tqdm.auto warns in a kernel without ipywidgets; the run shows no progress bars (lib/modeling.py
+# tqdm.auto warns in a kernel without ipywidgets; the run shows no progress bars (lib/model_loading.py
 # turns them off), it prints one line per logging step and per generation batch instead. The
 # notebook imports this module first, so the filter is in place before anything imports tqdm.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 CARD_ID = "m44-summary-card"
-EXAMPLE_CHARS = 600  # long generations are cut in the report; the JSON keeps them whole
+EXAMPLE_CHARS = 400  # longer generations are folded after this many characters; the JSON keeps them whole
 STATUS_WORDS = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP"}
 
 # Per training plot: a caption that explains what the figure alone cannot.
@@ -86,6 +87,11 @@ def never_fails(show):
     return safe
 
 
+def esc(text: str) -> str:
+    """Text for HTML: escaped for the markup, and its non-printing characters shown escaped (lib/printable.py)."""
+    return html.escape(visible(text))
+
+
 def _show(mime: str, text: str, **kwargs) -> None:
     display({mime: text}, raw=True, **kwargs)
 
@@ -108,7 +114,7 @@ def show_preflight(run_dir: Path) -> None:
     if (run_dir / PREFLIGHT).is_file():
         parts.append(checks_html(read_json(run_dir / PREFLIGHT)["checks"]))
     config = read_json(run_dir / CONFIG)
-    parts.append(f"<h4>Parameters <small>(config.json, sha256 <code>{html.escape(config.get('sha256', 'n/a'))}"
+    parts.append(f"<h4>Parameters <small>(config.json, sha256 <code>{esc(config.get('sha256', 'n/a'))}"
                  "</code>)</small></h4>" + pairs_html(config["parameters"], "m44-params"))
     snapshots = {
         name: (run_dir / name).read_text(encoding="utf-8")
@@ -117,7 +123,7 @@ def show_preflight(run_dir: Path) -> None:
     facts = {key: value for text in snapshots.values() for key, value in _top_facts(text).items()}
     if facts:
         parts.append("<h4>Environment</h4>" + pairs_html(facts, "m44-env"))
-    parts += [f"<details><summary>{name} (whole file)</summary><pre>{html.escape(text)}</pre></details>"
+    parts += [f"<details><summary>{name} (whole file)</summary><pre>{esc(text)}</pre></details>"
               for name, text in snapshots.items()]
     _show("text/html", "\n".join(parts))
 
@@ -163,9 +169,11 @@ def show_evaluation(run_dir: Path) -> None:
           "lenient: the right answer anywhere; format: the taught format.</p>"
           f'<div class="m44-tables">{tables}</div>'
           + "".join(scorecard_html(items, by, labels) for by in SCORECARD_BY if by not in SIDE_BY_SIDE)
-          + f"<h4>Example generations</h4><p>Per section, the first item the {labels[-1]} model got right and the "
-            f"first it got wrong, with {' and '.join(labels)} output side by side (cut at {EXAMPLE_CHARS} "
-            f"characters; whole in {EVAL_RESULTS}).</p>"
+          + (changed_html(items) if len(labels) > 1 else "")
+          + f"<h4>Example generations</h4><p>{' and '.join(labels).capitalize()} output side by side: items training "
+            f"changed, then per section an item the {labels[-1]} model got right and one it got wrong. Non-printing "
+            f"characters are shown escaped (\\r, \\x00); outputs longer than {EXAMPLE_CHARS} characters are folded "
+            f"(whole in {EVAL_RESULTS}).</p>"
           + examples_html(items, labels))
 
 
@@ -178,7 +186,7 @@ def show_outcome(run_dir: Path) -> None:
                    display_id=CARD_ID, raw=True)
     if not completed(facts):  # the card above says what failed and why; the traceback goes here, at the end
         _show("text/html", f"<h4>Traceback of the failure ({FAILURE_ANALYSIS})</h4>"
-                           f"<pre>{html.escape(facts['failure']['traceback'].rstrip() or NO_TRACEBACK)}</pre>")
+                           f"<pre>{esc(facts['failure']['traceback'].rstrip() or NO_TRACEBACK)}</pre>")
     _show("text/html", manifest_html(read_json(run_dir / MANIFEST)["files"]))
 
 
@@ -191,13 +199,13 @@ def card_html(facts: dict, chart_png: bytes | None) -> str:
     ok = completed(facts)
     parts = [f'<p class="m44-outcome">{outcome_html(facts)}</p>']
     if facts.get("interactive"):
-        parts.append(f'<p class="m44-interactive">{html.escape(interactive_text(facts["interactive"]))}</p>')
-    parts += [f'<p class="m44-caveat"><b>Caveat:</b> {html.escape(note)}.</p>' for note in facts.get("caveats") or []]
+        parts.append(f'<p class="m44-interactive">{esc(interactive_text(facts["interactive"]))}</p>')
+    parts += [f'<p class="m44-caveat"><b>Caveat:</b> {esc(note)}.</p>' for note in facts.get("caveats") or []]
     if not ok:
         parts += [
             "<h3>Root cause</h3>", list_html(root_causes(facts), "m44-causes"),
             "<h3>Not done as a consequence</h3>", list_html(consequences(facts) or ["nothing"], "m44-consequences"),
-            f'<p class="m44-next"><b>Next:</b> {html.escape(next_step(facts))} The traceback is at the end '
+            f'<p class="m44-next"><b>Next:</b> {esc(next_step(facts))} The traceback is at the end '
             f"of this report and in {FAILURE_ANALYSIS}.</p>",
         ]
         if facts["preflight"]:
@@ -211,40 +219,40 @@ def card_html(facts: dict, chart_png: bytes | None) -> str:
             "difference, trained minus baseline, with its confidence interval; an interval clear of 0 marks a "
             "difference unlikely to be chance.", "m44-chart")
         parts.append(f'<div class="m44-columns"><div>{headline_html(evaluation)}</div>{chart}</div>')
-    statements = "<br>".join(html.escape(line.removeprefix("> ")) for line in STATEMENTS)
+    statements = "<br>".join(esc(line.removeprefix("> ")) for line in STATEMENTS)
     parts.append(f'<div class="m44-statements"><blockquote>{statements}</blockquote>'
-                 f"<p>{html.escape(STATEMENTS_MEANING)}</p></div>")
+                 f"<p>{esc(STATEMENTS_MEANING)}</p></div>")
     kind = "m44-completed" if ok else "m44-failed"
     return f'<section class="m44-card {kind}" aria-label="M44 run outcome">{"".join(parts)}</section>'
 
 
 def outcome_html(facts: dict) -> str:
-    folder = f" · run folder <code>{html.escape(facts['run_folder'])}</code>"
+    folder = f" · run folder <code>{esc(facts['run_folder'])}</code>"
     if completed(facts):
         phases = len(facts["phases"])
         return (f'<span class="m44-badge">COMPLETED{interactive_suffix(facts)}</span> M44 run: all {phases} phases '
                 f"completed in {facts['run_time_s']:.1f} s{folder}")
     failed = facts["failed"]
     return (f'<span class="m44-badge">FAILED{interactive_suffix(facts)}</span> M44 run failed in phase '
-            f'<b>{html.escape(failed["name"])}</b> after {failed["duration_s"]:.1f} s{folder}')
+            f'<b>{esc(failed["name"])}</b> after {failed["duration_s"]:.1f} s{folder}')
 
 
 def facts_html(facts: dict) -> str:
     """Model, hardware, data files with their sha256, training: what ran, on what."""
     model = next((c["detail"] for c in facts["preflight"] or [] if c["name"] == "model source"), "")
     rows = {
-        "model": f"<code>{html.escape(facts['model'])}</code> ({html.escape(facts['device_dtype'])})"
-                 + (f"; {html.escape(model)}" if model else ""),
-        "hardware": html.escape(facts["hardware"]),
+        "model": f"<code>{esc(facts['model'])}</code> ({esc(facts['device_dtype'])})"
+                 + (f"; {esc(model)}" if model else ""),
+        "hardware": esc(facts["hardware"]),
     }
     for role, entry in data_files(facts):
         rows[role] = data_line(entry) if entry is None else (
-            f"<code>{html.escape(file_name(entry['path']))}</code>, {entry['records']} records, "
+            f"<code>{esc(file_name(entry['path']))}</code>, {entry['records']} records, "
             f'<span class="m44-hash">sha256 {entry["sha256"]}</span>')
     if facts["data"]:
-        rows["data policy"] = html.escape(facts["data"]["summary"])
+        rows["data policy"] = esc(facts["data"]["summary"])
     if memory := memory_line(facts.get("memory")):
-        rows["memory"] = html.escape(memory)
+        rows["memory"] = esc(memory)
     training = facts["training"]
     line = f"{training['status']}, {training['steps_completed']} steps in {training['runtime_s']:.1f} s"
     if training["first"]:
@@ -264,7 +272,7 @@ def headline_html(evaluation: dict) -> str:
                "McNemar p"]
     return (f"<h3>On {evaluation['trained']['n']} eval items, before and after training</h3>"
             + table_html(headers, rows, "m44-headline")
-            + f'<p class="m44-verdict">{html.escape(word_verdict(strict, "strict accuracy"))}</p>')
+            + f'<p class="m44-verdict">{esc(word_verdict(strict, "strict accuracy"))}</p>')
 
 
 def comparison_alt(evaluation: dict) -> str:
@@ -281,7 +289,7 @@ def training_line(metrics: dict) -> str:
         line += f"; {metrics['total_tokens']:,} non-padding tokens at {metrics['tokens_per_s']:,.0f} tokens/s overall"
     if metrics.get("mfu") is not None:
         line += f", model FLOPs utilization {metrics['mfu']:.1%} of the measured matmul peak"
-    return html.escape(line) + "."
+    return esc(line) + "."
 
 
 def training_alt(name: str, history: list[dict]) -> str:
@@ -306,7 +314,7 @@ def figure_html(png: bytes, alt: str, caption: str, kind: str = "") -> str:
     """A PNG embedded in the page (one offline file), with its alt text and caption."""
     data = base64.b64encode(png).decode("ascii")
     return (f'<figure class="m44-figure {kind}"><img src="data:image/png;base64,{data}" '
-            f'alt="{html.escape(alt)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+            f'alt="{esc(alt)}"><figcaption>{esc(caption)}</figcaption></figure>')
 
 
 def checks_html(checks: list[dict]) -> str:
@@ -314,7 +322,7 @@ def checks_html(checks: list[dict]) -> str:
     counts = {status: sum(c["status"] == status for c in checks) for status in STATUS_WORDS}
     rows = "".join(
         f'<tr class="m44-{c["status"]}"><td><span class="m44-status">{STATUS_WORDS[c["status"]]}</span></td>'
-        f"<td>{html.escape(c['name'])}</td><td>{html.escape(c['detail'])}</td></tr>" for c in checks)
+        f"<td>{esc(c['name'])}</td><td>{esc(c['detail'])}</td></tr>" for c in checks)
     summary = ", ".join(f"{n} {word.lower()}" for status, word in STATUS_WORDS.items() if (n := counts[status]))
     return (f'<h4>Pre-flight checks <small>({PREFLIGHT}: {summary})</small></h4>'
             f'<table class="m44-checks"><thead><tr><th>status</th><th>check</th><th>detail</th></tr></thead>'
@@ -328,33 +336,59 @@ def scorecard_html(items: list[dict], by: str, labels: list[str]) -> str:
            + "".join(f'<th colspan="{len(labels)}">{m}</th>' for m in metrics) + "</tr>")
     sub = "<tr>" + "".join(f"<th>{label}</th>" for _ in metrics for label in labels) + "</tr>"
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in formatted(row).values()) + "</tr>"
+        "<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in formatted(row).values()) + "</tr>"
         for row in scorecard_rows(items, by, labels))
     return (f'<table class="m44-scorecard"><caption>by {by}</caption><thead>{top}{sub}</thead>'
             f"<tbody>{body}</tbody></table>")
 
 
+def changed_html(items: list[dict]) -> str:
+    """Every item whose strict correctness training changed: the items McNemar's discordant counts are made of."""
+    changed = changed_items(items)
+    rows = [[change, i["id"], i["section"], i["expected_answer"], _answer(i["baseline"]), _answer(i["trained"])]
+            for change, group in changed.items() for i in group]
+    after, before = (len(group) for group in changed.values())
+    table = table_html(["change", "id", "section", "expected", "baseline extracted", "trained extracted"],
+                       [[one_line(v) for v in row] for row in rows], "m44-changed") if rows else ""
+    return (f"<h4>Items whose strict correctness changed <small>({after} right only after training, {before} right "
+            "only before: the discordant pairs of McNemar's test)</small></h4>" + (table or "<p>None.</p>"))
+
+
+def _answer(scored: dict) -> str:
+    return "(nothing)" if scored["extracted"] is None else scored["extracted"]
+
+
 def examples_html(items: list[dict], labels: list[str]) -> str:
     """Per example item: its prompt and expected answer, then each model's output side by side."""
     blocks = []
-    for _, item in example_items(items, labels[-1]):
-        head = " · ".join(html.escape(str(item[k])) for k in ("section", "category", "difficulty"))
+    for why, item in example_items(items, labels[-1]):
+        head = " · ".join(html.escape(one_line(str(item[k]))) for k in ("section", "category", "difficulty"))
         outputs = "".join(
             f'<div><p class="m44-label">{label}: <span class="m44-{right_or_wrong(item[label])}">'
             f"{right_or_wrong(item[label])}</span>; extracted {_extracted(item[label])}, "
             f"format {'ok' if item[label]['format_ok'] else 'wrong'}, {item[label]['tokens']} tokens</p>"
-            f"<pre>{html.escape(_cut(item[label]['output']))}</pre></div>"
+            f"{text_html(item[label]['output'])}</div>"
             for label in labels)
         blocks.append(
-            f'<article class="m44-example"><p class="m44-label"><b>{html.escape(item["id"])}</b> · {head} · '
-            f"expected <code>{html.escape(item['expected_answer'])}</code></p>"
-            f'<pre class="m44-prompt">{html.escape(_cut(item["prompt"]))}</pre>'
+            f'<article class="m44-example"><p class="m44-label"><b>{html.escape(one_line(item["id"]))}</b> · '
+            f"{esc(why)} · {head} · expected <code>{html.escape(one_line(item['expected_answer']))}</code></p>"
+            f"{text_html(item['prompt'], 'm44-prompt')}"
             f'<div class="m44-pair">{outputs}</div></article>')
     return "".join(blocks)
 
 
+def text_html(text: str, kind: str = "") -> str:
+    """A model's or a user's text in a <pre>, non-printing characters escaped; what is past EXAMPLE_CHARS folded."""
+    shown = visible(text)
+    attribute = f' class="{kind}"' if kind else ""
+    if len(shown) <= EXAMPLE_CHARS:
+        return f"<pre{attribute}>{esc(shown)}</pre>"
+    return (f"<pre{attribute}>{esc(shown[:EXAMPLE_CHARS])}</pre><details><summary>{len(shown) - EXAMPLE_CHARS:,} "
+            f"more characters</summary><pre{attribute}>{esc(shown[EXAMPLE_CHARS:])}</pre></details>")
+
+
 def manifest_html(files: list[dict]) -> str:
-    rows = [[f"<code>{html.escape(f['path'])}</code>", f"{f['bytes']:,}", f'<span class="m44-hash">{f["sha256"]}</span>']
+    rows = [[f"<code>{esc(f['path'])}</code>", f"{f['bytes']:,}", f'<span class="m44-hash">{f["sha256"]}</span>']
             for f in files]
     total = sum(f["bytes"] for f in files)
     return (f"<details><summary>{MANIFEST}: {len(files)} files, {total / 2**20:.1f} MiB, each with its sha256 "
@@ -366,7 +400,7 @@ def pairs_html(values: dict, kind: str) -> str:
     """name = value pairs, in columns that reflow with the page width."""
     shown = {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
     return (f'<dl class="m44-pairs {kind}">'
-            + "".join(f"<div><dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd></div>" for k, v in shown.items())
+            + "".join(f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>" for k, v in shown.items())
             + "</dl>")
 
 
@@ -378,12 +412,8 @@ def table_html(headers: list[str], rows: list[list[str]], kind: str, escape: boo
 
 
 def list_html(lines: list[str], kind: str) -> str:
-    return f'<ul class="{kind}">' + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+    return f'<ul class="{kind}">' + "".join(f"<li>{esc(line)}</li>" for line in lines) + "</ul>"
 
 
 def _extracted(scored: dict) -> str:
-    return "nothing" if scored["extracted"] is None else f"<code>{html.escape(scored['extracted'])}</code>"
-
-
-def _cut(text: str) -> str:
-    return text[:EXAMPLE_CHARS] + (" [...]" if len(text) > EXAMPLE_CHARS else "")
+    return "nothing" if scored["extracted"] is None else f"<code>{html.escape(one_line(scored['extracted']))}</code>"

@@ -25,8 +25,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from lib.config import RunConfig
+from lib.units import GIB
 
-GIB = 2**30
 BYTES = {"bfloat16": 2, "float32": 4}
 # Per token and layer, in activation bytes per element, kept for the backward pass: attention
 # block ~15 hidden-sized tensors, a gated MLP ~8 intermediate-sized ones (Korthikanti et al.,
@@ -34,7 +34,7 @@ BYTES = {"bfloat16": 2, "float32": 4}
 # eager attention keeps ~4 score tensors of sequence length per head.
 HIDDEN_TENSORS, INTERMEDIATE_TENSORS, SCORE_TENSORS = 15, 8, 4
 # The loss upcasts logits to float32 and keeps them, their softmax and their gradient; only at
-# the positions the loss reads (the response), as lib/trainer.py computes them.
+# the positions the loss reads (the response), as lib/training_worker.py computes them.
 LOGIT_COPIES = 3
 # A CPU process's resident memory before the model: the Python interpreter, torch, transformers and
 # datasets loaded, the tokenizer and the encoded records. Measured 0.49 GiB (embedded, Gemma 2B shape)
@@ -137,7 +137,7 @@ def estimate_training_memory(model_source: str, cfg: RunConfig, loss_tokens: int
     `longest_tokens`: the longest record's length in tokens; length-grouped batches pad to their
     longest record, so activations are counted at micro-batch x this many positions (unknown:
     `cfg.max_seq_length`). `loss_tokens`: the most positions of one record the loss reads (its
-    response); training computes logits only there (lib/trainer.py). Unknown: every position.
+    response); training computes logits only there (lib/training_worker.py). Unknown: every position.
     """
     shapes, config = _parameter_shapes(model_source)
     text = getattr(config, "text_config", config)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
+from lib.printable import code_span, fence, table_cell, visible
 from lib.scoring import score_output
 from lib.stats import paired_comparison, word_verdict
 
@@ -167,7 +168,7 @@ def formatted(row: dict) -> dict:
 
 
 def render_scorecard(items: list[dict], by: str, labels: list[str]) -> str:
-    rows = [formatted(row) for row in scorecard_rows(items, by, labels)]
+    rows = [{**formatted(row), by: table_cell(row[by])} for row in scorecard_rows(items, by, labels)]
     return tabulate(rows, headers="keys", tablefmt="pipe", disable_numparse=True)
 
 
@@ -192,6 +193,8 @@ def render_evaluation_summary(metrics: dict, items: list[dict]) -> str:
         lines += _render_comparison(metrics)
     for by in SCORECARD_BY:
         lines += [f"## By {by}", "", render_scorecard(items, by, labels), ""]
+    if "comparison" in metrics:
+        lines += _render_changed(items)
     lines += _render_examples(items, labels)
     return "\n".join(lines)
 
@@ -223,16 +226,36 @@ def _render_comparison(metrics: dict) -> list[str]:
     ]
 
 
-def example_items(items: list[dict], label: str) -> list[tuple[str, dict]]:
-    """Per section (in order of appearance), the first item `label` got right and the first it got wrong."""
-    chosen = []
+def changed_items(items: list[dict]) -> dict[str, list[dict]]:
+    """The items whose strict correctness training changed: right only after training, right only before.
+
+    Their counts are the discordant pairs of the strict comparison's McNemar test (`trained_only`, `baseline_only`).
+    """
+    return {
+        "right only after training": [i for i in items if i["trained"]["correct"] and not i["baseline"]["correct"]],
+        "right only before training": [i for i in items if i["baseline"]["correct"] and not i["trained"]["correct"]],
+    }
+
+
+def example_items(items: list[dict], label: str, limit: int = 8) -> list[tuple[str, dict]]:
+    """A few items to show whole, each with why it was chosen.
+
+    With both models: up to two items training made right and one it made wrong (the evidence McNemar counts),
+    then per section (in order of appearance) the first item `label` got right and the first it got wrong, until
+    `limit`. With one model, the per-section choice alone.
+    """
+    chosen: list[tuple[str, dict]] = []
+    if set(MODELS) <= set(models_in(items)):
+        changed = changed_items(items)
+        chosen += [("right only after training", i) for i in changed["right only after training"][:2]]
+        chosen += [("right only before training", i) for i in changed["right only before training"][:1]]
     for section in dict.fromkeys(item["section"] for item in items):
         in_section = [item for item in items if item["section"] == section]
         for verdict_word, correct in (("right", True), ("wrong", False)):
             item = next((i for i in in_section if bool(i[label]["correct"]) is correct), None)
-            if item is not None:
-                chosen.append((verdict_word, item))
-    return chosen
+            if item is not None and all(item is not other for _, other in chosen):
+                chosen.append((f"{section}, {label} {verdict_word}", item))
+    return chosen[:limit]
 
 
 def right_or_wrong(scored: dict) -> str:
@@ -241,30 +264,43 @@ def right_or_wrong(scored: dict) -> str:
 
 def scored_line(scored: dict) -> str:
     """What the scorer made of one output: the verdict, the extracted answer, the format, the length."""
-    extracted = "nothing" if scored["extracted"] is None else f"`{scored['extracted']}` ({scored['extracted_from']})"
+    extracted = ("nothing" if scored["extracted"] is None
+                 else f"{code_span(scored['extracted'])} ({scored['extracted_from']})")
     return (f"{right_or_wrong(scored)}; extracted {extracted}, "
             f"format {'ok' if scored['format_ok'] else 'wrong'}, {scored['tokens']} tokens")
 
 
+def _render_changed(items: list[dict]) -> list[str]:
+    """Every item whose strict correctness changed, in a table: what McNemar's discordant counts are made of."""
+    changed = changed_items(items)
+    after, before = (len(group) for group in changed.values())
+    lines = ["## Items whose strict correctness changed", "",
+             f"{after} right only after training, {before} right only before: the discordant pairs the McNemar "
+             "test above counts. Answers as the scorer extracted them; outputs whole in evaluation_results.json.", ""]
+    if not after + before:
+        return lines + ["None: both models got the same items right.", ""]
+    lines += ["| change | id | section | expected | baseline extracted | trained extracted |", "|---|---|---|---|---|---|"]
+    for change, group in changed.items():
+        lines += [f"| {change} | {table_cell(i['id'])} | {table_cell(i['section'])} | "
+                  f"{table_cell(i['expected_answer'])} | {_extracted_cell(i['baseline'])} | "
+                  f"{_extracted_cell(i['trained'])} |" for i in group]
+    return lines + [""]
+
+
+def _extracted_cell(scored: dict) -> str:
+    return "(nothing)" if scored["extracted"] is None else table_cell(scored["extracted"])
+
+
 def _render_examples(items: list[dict], labels: list[str]) -> list[str]:
-    """The examples the report shows: per section a right and a wrong item of the last model, each model's output."""
-    lines = [f"## Examples ({' and '.join(labels)} output per item; chosen by the {labels[-1]} model's score)", ""]
-    for verdict_word, item in example_items(items, labels[-1]):
-        fence = _fence(item["prompt"] + "".join(item[label]["output"] for label in labels))
-        lines += [f"**{item['id']}** ({item['section']}, {labels[-1]} {verdict_word}); "
-                  f"expected `{item['expected_answer']}`", ""]
+    """The examples the report shows, each model's output whole, non-printing characters escaped."""
+    lines = [f"## Examples ({' and '.join(labels)} output per item, non-printing characters escaped)", ""]
+    for why, item in example_items(items, labels[-1]):
+        shown = [visible(item["prompt"]), *(visible(item[label]["output"]) for label in labels)]
+        ticks = fence("\n".join(shown))
+        lines += [f"{code_span(item['id'])} ({why}); expected {code_span(item['expected_answer'])}", ""]
         lines += [f"- {label}: {scored_line(item[label])}" for label in labels]
-        lines += ["", f"{fence}text", item["prompt"]]
-        for label in labels:
-            lines += [f"--- {label} output ---", item[label]["output"]]
-        lines += [fence, ""]
+        lines += ["", f"{ticks}text", shown[0]]
+        for label, output in zip(labels, shown[1:]):
+            lines += [f"--- {label} output ---", output]
+        lines += [ticks, ""]
     return lines
-
-
-def _fence(text: str) -> str:
-    """A code fence longer than any backtick run in the text, so an output cannot close it early."""
-    longest, run = 0, 0
-    for char in text:
-        run = run + 1 if char == "`" else 0
-        longest = max(longest, run)
-    return "`" * max(3, longest + 1)

@@ -93,12 +93,6 @@ def _parse_quantity(text: str) -> _Quantity | None:
     return _Quantity(value, match["unit"] or "", "/" in number)
 
 
-def normalize_number(text: str) -> Fraction | None:
-    """Return the value of a text that is one number ("$1,000", "-3", "153 km", "1/216") or None."""
-    quantity = _parse_quantity(text)
-    return None if quantity is None else quantity.value
-
-
 def answer_type(answer: str) -> str:
     """The kind of an answer, for reports: "integer", "decimal", "fraction", "currency", "percentage",
     "number with unit", "boolean", "word" or "text" (several words)."""
@@ -176,19 +170,4 @@ def score_output(output: str, expected: str) -> dict:
         # A well-formatted output has exactly one answer tag, which is what was extracted.
         "correct_strict": format_ok and correct_lenient,
         "correct_lenient": correct_lenient,
-    }
-
-
-def summarize(scores: list[dict]) -> dict:
-    """Aggregate ``score_output`` records; rates are 0.0 when there are no records."""
-    n = len(scores)
-
-    def rate(key: str) -> float:
-        return sum(score[key] for score in scores) / n if n else 0.0
-
-    return {
-        "n": n,
-        "accuracy": rate("correct_strict"),
-        "accuracy_lenient": rate("correct_lenient"),
-        "format_rate": rate("format_ok"),
     }

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
 import platform
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,10 +13,11 @@ import psutil
 import torch
 from torch.utils import collect_env
 
-from lib.config import REPO_ROOT
+from lib.contract import CONFIG, ENV_SNAPSHOT, GPU_SNAPSHOT
 from lib.evidence import write_text
 from lib.launcher import backend
 from lib.redaction import REDACTED, secret_env_names
+from lib.repository import command_output, describe_repository
 
 # Every distribution the run imports, directly or through transformers' Trainer.
 PACKAGES = (
@@ -27,63 +25,6 @@ PACKAGES = (
     "huggingface_hub", "numpy", "pandas", "matplotlib", "papermill", "nbconvert",
     "nbclient", "ipykernel", "nbval", "pytest", "PyYAML",
 )
-
-
-def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
-    """Output of a command, or None when it is absent or fails (a snapshot never raises)."""
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, encoding="utf-8", timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.rstrip("\n") if done.returncode == 0 else None
-
-
-# Untracked or ignored paths here are other runs' folders, scratch notebooks and test artifacts: never
-# written by this run (it writes only inside its own folder), so another run working beside it is no change.
-SCRATCH = ("submission_runs/", "build/")
-
-
-def describe_repository(run_dir: Path | None = None) -> dict:
-    """Commit and working-tree state of the repository: what a run could change, and nothing else.
-
-    `status` lists changed, untracked and ignored paths (so a stray bytecode cache shows), leaving out
-    the run folder and the untracked or ignored contents of SCRATCH (other runs, scratch notebooks); a
-    tracked file changed anywhere, those folders included, still shows. `diff_sha256` hashes the diff of
-    tracked files: equal states before and after a run mean the run changed nothing outside its folder.
-    """
-    sha = _run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT)
-    status = _run(["git", "status", "--porcelain", "--ignored"], cwd=REPO_ROOT)
-    diff = _run(["git", "diff", "HEAD", "--binary"], cwd=REPO_ROOT)
-    lines = [line for line in (status or "").splitlines()
-             if not _inside(line[3:], run_dir) and not _scratch(line)]
-    return {
-        "commit": sha or "unknown (not a git checkout)",
-        "dirty": None if status is None else any(not line.startswith("!!") for line in lines),
-        "status": "\n".join(lines),
-        "diff_sha256": None if diff is None else hashlib.sha256(diff.encode("utf-8")).hexdigest(),
-    }
-
-
-def _scratch(status_line: str) -> bool:
-    """An untracked (??) or ignored (!!) path inside SCRATCH, or SCRATCH itself."""
-    path = status_line[3:].strip('"')
-    # git shows a wholly untracked folder as one line ("?? submission_runs/"): a folder above SCRATCH.
-    return status_line[:2] in ("??", "!!") and any(
-        path.startswith(s) or (path.endswith("/") and s.startswith(path)) for s in SCRATCH)
-
-
-def _inside(status_path: str, run_dir: Path | None) -> bool:
-    """Whether a `git status` path is the run folder, inside it, or a folder created for it."""
-    if run_dir is None:
-        return False
-    try:
-        run = run_dir.resolve().relative_to(REPO_ROOT).as_posix()
-    except ValueError:  # the run folder is outside the repository
-        return False
-    path = status_path.strip('"').rstrip("/")
-    return path == run or path.startswith(run + "/") or run.startswith(path + "/")
 
 
 def _package_versions() -> dict[str, str]:
@@ -121,7 +62,7 @@ def _collect_env() -> str:
 def write_env_snapshot(run_dir: Path) -> Path:
     """Code, Python, torch/CUDA, packages, OS and hardware, and the resolved config of this run."""
     repo = describe_repository(run_dir)
-    config = (run_dir / "config.json").read_text(encoding="utf-8")  # written by Run.start
+    config = (run_dir / CONFIG).read_text(encoding="utf-8")  # written by Run.start
     lines = [
         "# Environment snapshot (M44.0 pre-flight)",
         "",
@@ -150,7 +91,7 @@ def write_env_snapshot(run_dir: Path) -> Path:
         _collect_env(),
         "",
     ]
-    return write_text(run_dir / "env_snapshot.txt", "\n".join(lines))
+    return write_text(run_dir / ENV_SNAPSHOT, "\n".join(lines))
 
 
 def _processes_lines(config: str) -> list[str]:
@@ -173,7 +114,7 @@ def append_model_provenance(run_dir: Path, model_dir: Path) -> None:
     Pre-flight calls it once the model is resolved, which is after the snapshot was written.
     """
     provenance = model_dir / "PROVENANCE.md"
-    snapshot = run_dir / "env_snapshot.txt"
+    snapshot = run_dir / ENV_SNAPSHOT
     if provenance.is_file() and snapshot.is_file():
         text = snapshot.read_text(encoding="utf-8").rstrip("\n")
         section = f"## model provenance ({provenance})\n\n{provenance.read_text(encoding='utf-8')}"
@@ -182,13 +123,13 @@ def append_model_provenance(run_dir: Path, model_dir: Path) -> None:
 
 def nvidia_gpus() -> list[str]:
     """The NVIDIA GPUs the driver lists (`nvidia-smi -L`), whatever torch build is installed; [] without a driver."""
-    listed = _run(["nvidia-smi", "-L"]) or ""
+    listed = command_output(["nvidia-smi", "-L"]) or ""
     return [line.split(": ", 1)[1].split(" (UUID")[0] for line in listed.splitlines() if line.startswith("GPU ")]
 
 
 def write_gpu_snapshot(run_dir: Path) -> Path:
-    smi = _run(["nvidia-smi"])
-    query = _run([
+    smi = command_output(["nvidia-smi"])
+    query = command_output([
         "nvidia-smi",
         "--query-gpu=name,memory.total,memory.free,driver_version,compute_cap",
         "--format=csv",
@@ -204,7 +145,7 @@ def write_gpu_snapshot(run_dir: Path) -> Path:
         lines.append(f"torch build architectures: {' '.join(torch.cuda.get_arch_list())}")
     else:
         lines.append("No CUDA device is visible to torch (torch.cuda.is_available() is False).")
-    lines += _processes_lines((run_dir / "config.json").read_text(encoding="utf-8"))
+    lines += _processes_lines((run_dir / CONFIG).read_text(encoding="utf-8"))
     lines += ["", "## nvidia-smi --query-gpu", query or "nvidia-smi query unavailable on this machine"]
     lines += ["", "## nvidia-smi", smi or "nvidia-smi not found or failed: no NVIDIA driver on this machine"]
-    return write_text(run_dir / "gpu_snapshot.txt", "\n".join(lines) + "\n")
+    return write_text(run_dir / GPU_SNAPSHOT, "\n".join(lines) + "\n")

@@ -9,6 +9,7 @@ screen (lib/report.py) is built from the same facts with the same helpers below.
     skipped           [{name, cause}] of the phases that did not run
     run_folder, launcher, model, device_dtype, hardware, config_sha256, run_time_s
     processes         {count, backend, sharding}: the training processes (torchrun when count > 1)
+    rehearsal         an official run's arming (lib/rehearsal.py): the rehearsal that passed, or the waiver; else null
     interactive       null, or for a run stepped through in Jupyter: {detected_by, starts, runs: {phase: n},
                       parameter_changes: [{phase, run, changed: {name: [old, new]}}]} (phases.json)
     data              {files: {train, eval: {path, sha256, records}}, summary} from data_report.json, or null
@@ -22,12 +23,16 @@ screen (lib/report.py) is built from the same facts with the same helpers below.
     phases            [{name, status, duration_s, cause}]
     plots             the PNG files of the folder
     failure           {last_step, last_loss, traceback} after a failure, else null
+    inconsistent      only when consolidation's own check of the facts found problems (lib.verify.consistency):
+                      the run's results stand, and the summary and the report say which files disagree
 """
 
 from __future__ import annotations
 
 from lib.contract import FAILURE_ANALYSIS, MANIFEST, STATEMENTS
+from lib.printable import fence, one_line, table_cell, visible
 from lib.results import MODELS, describe, percent
+from lib.units import GIB
 
 # What the two required statements mean, for a reader who knows neither milestone.
 STATEMENTS_MEANING = (
@@ -49,10 +54,12 @@ NEXT_STEPS = {
 }
 RERUN = "then start a new run into a new run_dir; this folder stays as the record of this attempt"
 NO_TRACEBACK = "(no exception: the phase's own check failed)"
+INCONSISTENT = ("**The evidence is inconsistent.** The run did its work and its results below stand, but the checker "
+                "(lib/verify.py) disagrees with files the run wrote; judge those files against each disagreement:")
 
 
-MEMORY_KINDS = {"cpu_rss": "the process's peak resident memory", "cuda_allocated": "the CUDA allocator's peak"}
-GIB = 1024**3
+# lib.throughput.peak_memory's kinds, in words.
+MEMORY_KINDS = {"cpu_rss": "the training process's peak resident memory", "cuda_allocated": "the CUDA allocator's peak"}
 
 
 def caveats(params: dict) -> list[str]:
@@ -77,10 +84,6 @@ def memory_line(memory: dict | None) -> str | None:
     return line + f"; pre-flight estimated {estimate / GIB:.2f} GiB, {estimate / peak:.2f}x the peak"
 
 
-def status_of(facts: dict) -> str:
-    return facts["status"]
-
-
 def completed(facts: dict) -> bool:
     return facts["status"] == "completed"
 
@@ -94,19 +97,19 @@ def checks_with(facts: dict, status: str) -> list[dict]:
 
 
 def root_causes(facts: dict) -> list[str]:
-    """Why the run failed, one line per cause: the failed pre-flight checks, else the failed phase's cause."""
+    """Why the run failed, one item per cause: the failed pre-flight checks, else the failed phase's cause."""
     failed = facts["failed"]
     if failed is None:
         return []
     if failed["name"] == "preflight" and checks_with(facts, "fail"):
-        return [f"{c['name']}: {c['detail']}" for c in checks_with(facts, "fail")]
-    return [failed["cause"]]
+        return [visible(f"{c['name']}: {c['detail']}") for c in checks_with(facts, "fail")]
+    return [visible(failed["cause"])]
 
 
 def consequences(facts: dict) -> list[str]:
     """What did not run because of the root causes: pre-flight checks left unchecked, then skipped phases."""
-    return ([f"check {c['name']}: {c['detail']}" for c in checks_with(facts, "skip")]
-            + [f"phase {p['name']}: {p['cause']}" for p in facts["skipped"]])
+    return ([visible(f"check {c['name']}: {c['detail']}") for c in checks_with(facts, "skip")]
+            + [visible(f"phase {p['name']}: {p['cause']}") for p in facts["skipped"]])
 
 
 def next_step(facts: dict) -> str:
@@ -119,7 +122,7 @@ def data_line(entry: dict | None) -> str:
     """'data/eval_v2.jsonl (100 records), sha256 ...' for one data file of the facts."""
     if entry is None:
         return "not loaded (the run stopped before pre-flight read both data files)"
-    return f"{file_name(entry['path'])} ({entry['records']} records), sha256 {entry['sha256']}"
+    return f"{one_line(file_name(entry['path']))} ({entry['records']} records), sha256 {entry['sha256']}"
 
 
 def file_name(path: str) -> str:
@@ -134,8 +137,9 @@ def data_files(facts: dict) -> list[tuple[str, dict | None]]:
 
 
 def status_label(facts: dict) -> str:
-    """The status in capitals; an interactive run says so wherever its status is shown."""
-    return facts["status"].upper() + interactive_suffix(facts)
+    """The status in capitals; an interactive run, and evidence the checker disagrees with, say so wherever it shows."""
+    return facts["status"].upper() + interactive_suffix(facts) + (" (EVIDENCE INCONSISTENT)" if facts.get("inconsistent")
+                                                                  else "")
 
 
 def interactive_suffix(facts: dict) -> str:
@@ -176,15 +180,18 @@ def render_summary(facts: dict) -> str:
         STATEMENTS_MEANING,
         "",
     ]
+    if facts.get("inconsistent"):
+        lines += [INCONSISTENT, ""] + [f"- {visible(problem)}" for problem in facts["inconsistent"]] + [""]
     if facts.get("interactive"):
         lines += [interactive_text(facts["interactive"]), ""]
     lines += [f"**Caveat**: {note}." for note in facts.get("caveats") or []] + ([""] if facts.get("caveats") else [])
     verdict = ("unchanged during the run (git status and tracked-file diff identical before and after)"
-               if repo["unchanged"] else f"CHANGED during the run ({repo['change']})")
+               if repo["unchanged"] else f"CHANGED during the run ({one_line(repo['change'])})")
     lines += [
         f"- **status**: {facts['status']}",
-        f"- **run folder**: {facts['run_folder']} (claimed by {facts['launcher']})",
-        f"- **model**: {facts['model']}",
+        f"- **run folder**: {one_line(facts['run_folder'])} (claimed by {facts['launcher']})",
+        *([f"- **rehearsal**: {facts['rehearsal']}"] if facts.get("rehearsal") else []),
+        f"- **model**: {one_line(facts['model'])}",
         f"- **device / dtype**: {facts['device_dtype']}",
         *([f"- **processes**: {facts['processes']['count']} (torchrun, {facts['processes']['backend']}, "
            f"sharding {facts['processes']['sharding']})"] if facts["processes"]["count"] > 1 else []),
@@ -209,7 +216,7 @@ def render_summary(facts: dict) -> str:
         if "comparison" in evaluation:
             lines.append(f"- **trained vs baseline**: strict accuracy {describe(evaluation['comparison']['strict'])}")
     lines += ["", "## Phases", "", "| phase | status | seconds | note |", "|---|---|---|---|"]
-    lines += [f"| {p['name']} | {p['status']} | {p['duration_s']:.1f} | {p['cause']} |" for p in facts["phases"]]
+    lines += [f"| {p['name']} | {p['status']} | {p['duration_s']:.1f} | {table_cell(p['cause'])} |" for p in facts["phases"]]
     plots = ", ".join(facts["plots"]) or "none (training logged no step)"
     lines += ["", f"Plots: {plots}. File hashes: {MANIFEST}.", ""]
     return "\n".join(lines)
@@ -222,7 +229,8 @@ def interactive_text(interactive: dict) -> str:
         ", ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in change["changed"].items())
         + f" (applied from {change['phase']}, run {change['run']})"
         for change in interactive["parameter_changes"]) or "none"
-    return (f"Interactive run, stepped through in Jupyter ({interactive['detected_by']}): not the official run. "
+    return (f"Interactive run, stepped through cell by cell ({one_line(interactive['detected_by'])}): not the official "
+            f"run. "
             f"Times each phase ran: {runs}; the evidence is from each phase's last run (running a phase again "
             f"deleted its evidence and that of every later phase). Started {interactive['starts']} time(s) in this "
             f"folder. Parameters changed while stepping through: {changes}.")
@@ -234,11 +242,12 @@ def render_failure_analysis(facts: dict) -> str:
     reached = "none"
     if failure["last_step"] is not None:
         reached = f"{failure['last_step']} (loss {failure['last_loss']:.4f})"
+    traceback = visible(failure["traceback"].rstrip()) or NO_TRACEBACK
     return "\n".join([
         "# M44 failure analysis",
         "",
         f"- **phase**: {failed['name']}",
-        f"- **cause**: {failed['cause']}",
+        f"- **cause**: {one_line(failed['cause'])}",
         f"- **after**: {failed['duration_s']:.1f} s in the phase",
         f"- **last training step reached**: {reached}",
         f"- **skipped**: {skipped_text(facts)}",
@@ -259,8 +268,8 @@ def render_failure_analysis(facts: dict) -> str:
         "",
         "## Traceback",
         "",
-        "```text",
-        failure["traceback"].rstrip() or NO_TRACEBACK,
-        "```",
+        f"{fence(traceback)}text",
+        traceback,
+        fence(traceback),
         "",
     ])

@@ -1,6 +1,6 @@
 """M44.1 as the notebook sees it: start the training worker, stream its output, report how it ended.
 
-The kernel starts `python -m lib.trainer RUN_DIR MODEL_SOURCE` (through torchrun, once per process,
+The kernel starts `python -m lib.training_worker RUN_DIR MODEL_SOURCE` (through torchrun, once per process,
 with `num_processes` > 1; lib/launcher.py) and waits for it, so a crash that kills the training outright
 (out-of-memory kill, segfault, a signal) kills only the worker: the kernel lives on to document the
 failure. The worker (rank 0) rewrites training_metrics.json at every logging step, so whatever stops
@@ -43,7 +43,7 @@ def train(cfg: RunConfig, run_dir: Path, prepared: Prepared) -> Trained:
     """Run the training in a worker process (or one per device), stream its output here, draw the plots,
     and report how it ended."""
     try:
-        ended = run_worker("lib.trainer", [str(run_dir), prepared.model_source], cfg.num_processes, WHAT)
+        ended = run_worker("lib.training_worker", [str(run_dir), prepared.model_source], cfg.num_processes, WHAT)
     except KeyboardInterrupt:  # Ctrl-C / "interrupt kernel" while training: the worker was stopped cleanly
         _record_failure(run_dir, "interrupted in the notebook (KeyboardInterrupt)")
         _write_plots(run_dir)

@@ -52,9 +52,10 @@ from lib.contract import (
     CLAIM, CONFIG, DATA_REPORT, EVAL_RESULTS, EVAL_SUMMARY, FAILURE_ANALYSIS, MANIFEST, NOTEBOOK, PHASES, PREFLIGHT,
     REPORT, STATEMENTS, SUMMARY, SUMMARY_FACTS, TRAINING_METRICS, WEIGHT_DIRS, required,
 )
+from lib.console import utf8_output
 from lib.evidence import sha256_file
 from lib.results import compute_metrics, render_evaluation_summary
-from lib.runfolder import process_alive, read_claim
+from lib.run_folder import process_alive, read_claim
 from lib.summary import caveats, completed, outcome_line, render_failure_analysis, render_summary
 
 RESTORE = "restore it from git (git checkout -- <run folder>) once the folder is committed"
@@ -81,6 +82,14 @@ def verify(run_dir: Path, report_pending: bool = False) -> list[str]:
     return check(run_dir, report_pending).problems
 
 
+def consistency(run_dir: Path) -> list[str]:
+    """The checks of the facts alone (3. below): what consolidation runs on its own output before the manifest
+    stands, so that a disagreement between writer and checker is stated in the summary, not only found later."""
+    problems: list[str] = []
+    check_facts_and_results(run_dir, load_json(run_dir, SUMMARY_FACTS, problems), problems)
+    return problems
+
+
 def check(run_dir: Path, report_pending: bool = False) -> Verification:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -94,16 +103,21 @@ def check(run_dir: Path, report_pending: bool = False) -> Verification:
     check_manifest(run_dir, result)
     facts = load_json(run_dir, SUMMARY_FACTS, result.problems)
     check_contract(run_dir, facts, result.problems, report_pending)
-    if facts is not None:
-        guarded(result.problems, SUMMARY_FACTS, check_facts, run_dir, facts, result.problems)
-        if (run_dir / MANIFEST).is_file() and not is_final(run_dir):  # raw papermill: run.ipynb is not hash-checked
-            guarded(result.problems, NOTEBOOK, check_notebook_outcome, run_dir, facts, result.problems)
-    results = load_json(run_dir, EVAL_RESULTS, result.problems)
-    if results is not None:
-        guarded(result.problems, EVAL_RESULTS, check_results, run_dir, results, result.problems)
-    elif (run_dir / EVAL_SUMMARY).is_file() and not (run_dir / EVAL_RESULTS).exists():
-        result.problems.append(f"{EVAL_SUMMARY}: present without {EVAL_RESULTS}")
+    if facts is not None and (run_dir / MANIFEST).is_file() and not is_final(run_dir):
+        # The raw papermill flow: run.ipynb is not hash-checked, but it must be this run's.
+        guarded(result.problems, NOTEBOOK, check_notebook_outcome, run_dir, facts, result.problems)
+    check_facts_and_results(run_dir, facts, result.problems)
     return result
+
+
+def check_facts_and_results(run_dir: Path, facts: dict | None, problems: list[str]) -> None:
+    if facts is not None:
+        guarded(problems, SUMMARY_FACTS, check_facts, run_dir, facts, problems)
+    results = load_json(run_dir, EVAL_RESULTS, problems)
+    if results is not None:
+        guarded(problems, EVAL_RESULTS, check_results, run_dir, results, problems)
+    elif (run_dir / EVAL_SUMMARY).is_file() and not (run_dir / EVAL_RESULTS).exists():
+        problems.append(f"{EVAL_SUMMARY}: present without {EVAL_RESULTS}")
 
 
 # --- 1. the manifest -------------------------------------------------------------------------
@@ -156,7 +170,7 @@ def read_manifest(run_dir: Path, problems: list[str]) -> dict[str, dict] | None:
         problems.append(f"{MANIFEST}: missing (the run did not reach consolidation?)")
         return None
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(read_text(path))
         entries = {e["path"]: e for e in manifest["files"]}
         if manifest["algorithm"] != "sha256" or not all(
             isinstance(name, str) and isinstance(e["bytes"], int) and isinstance(e["sha256"], str)
@@ -192,7 +206,7 @@ def _lf_sha256(file: Path) -> str:
 
 def check_notebook(file: Path, result: Verification) -> None:
     try:
-        notebook = json.loads(file.read_text(encoding="utf-8"))
+        notebook = json.loads(read_text(file))
         is_notebook = isinstance(notebook, dict) and isinstance(notebook.get("cells"), list)
     except (ValueError, UnicodeDecodeError):
         is_notebook = False
@@ -265,7 +279,7 @@ def check_contract(run_dir: Path, facts: dict | None, problems: list[str], repor
         problems.append(f"{REPORT}: missing; lib.execute renders it for every run it starts, so the launcher did not "
                         "finish (stopped, or the disk filled) and the evidence is incomplete")
     if (run_dir / SUMMARY).is_file():
-        lines = read_text(run_dir / SUMMARY).splitlines()
+        lines = read_text(run_dir / SUMMARY).split("\n")
         problems += [f"{SUMMARY}: lacks the required line {line!r}" for line in STATEMENTS if line not in lines]
 
 
@@ -294,6 +308,7 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
         recorded = [{k: p[k] for k in ("name", "status", "duration_s", "cause")} for p in state.get("phases", [])]
         say.expect("phases", facts["phases"], recorded, PHASES)
         say.expect("interactive", facts.get("interactive"), state.get("interactive"), PHASES)
+        say.expect("rehearsal", facts.get("rehearsal"), state.get("rehearsal"), PHASES)
     preflight = load_json(run_dir, PREFLIGHT, problems)
     say.expect("preflight", facts["preflight"], preflight.get("checks") if preflight else None, PREFLIGHT)
     config = load_json(run_dir, CONFIG, problems)
@@ -328,18 +343,31 @@ def check_results(run_dir: Path, results: dict, problems: list[str]) -> None:
 
 
 def same_text(run_dir: Path, name: str, expected: str, problems: list[str]) -> None:
-    """A rendered file must be exactly what its facts render to; the first differing line is named."""
+    """A rendered file must be exactly what its facts render to; the first difference is shown, escaped."""
     path = run_dir / name
     if not path.is_file():
         return  # the contract check names a missing required file
     text = read_text(path)
-    if text == expected:
-        return
-    shown, rendered = text.splitlines(), expected.splitlines()
-    number = next((n for n, (a, b) in enumerate(zip(shown, rendered)) if a != b), min(len(shown), len(rendered)))
-    line = lambda lines: repr(lines[number]) if number < len(lines) else "(end of file)"  # noqa: E731
-    source = SUMMARY_FACTS if name in (SUMMARY, FAILURE_ANALYSIS) else EVAL_RESULTS
-    problems.append(f"{name}: line {number + 1} is {line(shown)}, but {source} renders {line(rendered)}")
+    if text != expected:
+        source = SUMMARY_FACTS if name in (SUMMARY, FAILURE_ANALYSIS) else EVAL_RESULTS
+        problems.append(f"{name}: differs from what {source} renders: {first_difference(text, expected)}")
+
+
+def first_difference(shown: str, rendered: str) -> str:
+    """Where two texts first differ: the line and column, both characters escaped, and the line around it."""
+    at = next((i for i, (a, b) in enumerate(zip(shown, rendered)) if a != b), min(len(shown), len(rendered)))
+    line = shown.count("\n", 0, at) + 1
+    column = at - (shown.rfind("\n", 0, at) + 1) + 1
+
+    def char(text: str) -> str:
+        return repr(text[at]) if at < len(text) else "(end of text)"
+
+    def around(text: str) -> str:
+        start = max(text.rfind("\n", 0, at) + 1, at - 40)
+        return repr(text[start:at + 40])
+
+    return (f"line {line}, column {column}: the file has {char(shown)} where the rendering has {char(rendered)} "
+            f"(file: {around(shown)}; rendering: {around(rendered)})")
 
 
 def guarded(problems: list[str], file: str, fn, *args) -> None:
@@ -379,14 +407,18 @@ def load_json(run_dir: Path, name: str, problems: list[str]) -> dict | None:
 
 
 def read_text(path: Path) -> str:
-    # A changed byte can break UTF-8; the manifest check names the file, so read on regardless.
-    return path.read_text(encoding="utf-8", errors="replace")
+    """The file's text exactly as written: no newline translation (a model may generate a carriage return).
+
+    A changed byte can break UTF-8; the manifest check names the file, so read on regardless.
+    """
+    return path.read_bytes().decode("utf-8", errors="replace")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run folder, e.g. submission_runs/m44_v1")
     args = parser.parse_args(argv)
+    utf8_output()
     try:
         result = check(args.run_dir)
     except NotARunFolder as exc:

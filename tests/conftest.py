@@ -1,18 +1,32 @@
-"""Shared fixtures: the notebook's default parameters and small valid configs."""
+"""Shared fixtures and helpers: the notebook run as users run it, and runs built once per test session.
+
+Every notebook test drives the notebook the way a user does: the papermill command (`papermill_command`) or the
+main command (`launch`), in a subprocess. A few run folders are read by many tests (`shared_run`): each is built
+once per session, whatever the number of pytest-xdist processes (a file lock guards the build), and a test that
+changes a folder changes its own copy (`copy_run`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 from lib.config import REPO_ROOT, RunConfig, default_parameters, load_config
-from lib.execute import NOTEBOOK
+from lib.execute import NOTEBOOK  # noqa: F401  (the tests import it from here)
+from lib.model_builder import build_model_from_config, model_config_path
+
+FAULTS = REPO_ROOT / "tests" / "faults"
+EMBEDDED = REPO_ROOT / "params" / "embedded.yaml"
 
 
 def profile(name: str) -> dict:
@@ -26,7 +40,7 @@ def official_params() -> dict:
 
 @pytest.fixture
 def embedded_cfg(official_params, tmp_path: Path) -> RunConfig:
-    return load_config(REPO_ROOT / "params" / "embedded.yaml", {"run_dir": str(tmp_path / "run")})
+    return load_config(EMBEDDED, {"run_dir": str(tmp_path / "run")})
 
 
 # make test runs two pytest-xdist processes on this project's 2-core machines: one torch thread in each
@@ -40,16 +54,112 @@ def replace(cfg: RunConfig, **changes) -> RunConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The main command exactly as `make demo` runs it, into a fresh folder outside the repository.
+def with_fault(fault: str, env: dict | None = None) -> dict:
+    """The environment that injects `fault` (tests/faults/sitecustomize.py) into every process started with it."""
+    env = dict(os.environ if env is None else env)
+    return {**env, "M44_FAULT": fault, "PYTHONPATH": os.pathsep.join(filter(None, [str(FAULTS), env.get("PYTHONPATH")]))}
 
-    Session-scoped: the notebook and report tests read the same real embedded-default run.
+
+def papermill_command(run_dir: Path, params: dict, *, env: dict | None = None, mkdir: bool = True,
+                      output: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """The README's papermill command: the notebook into RUN_DIR/run.ipynb with the parameters of a YAML file.
+
+    `params` are written to a file beside the folder (never in it) and passed with -f; run_dir is set to RUN_DIR.
+    Returns the finished command: exit status 0 for a completed run, 1 for a documented failure or a refusal.
     """
-    run_dir = tmp_path_factory.mktemp("demo") / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "lib.execute", "--params", "params/embedded.yaml", "--run-dir", str(run_dir)],
-        cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8",
-    )
+    if mkdir:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    params_file = run_dir.with_name(f"{run_dir.name}-params.yaml")
+    params_file.write_text(yaml.safe_dump({**params, "run_dir": str(run_dir)}, allow_unicode=True), encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, "-m", "papermill", "notebooks/m44.ipynb", str(output or run_dir / "run.ipynb"),
+         "-f", str(params_file), "--cwd", ".", "--no-progress-bar"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=timeout)
+
+
+def launch(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """The main command, `python -m lib.execute ARGS`, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "lib.execute", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, encoding="utf-8", timeout=timeout)
+
+
+def make_writable(folder: Path) -> None:
+    """A sealed (read-only) run folder made writable again, as a user would before deleting it."""
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(path.stat().st_mode | stat.S_IWUSR)
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    """A writable copy of a (shared, sealed) run folder, for a test that changes it."""
+    shutil.copytree(source, target)
+    make_writable(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory, worker_id) -> Callable[[str, Callable[[Path], None]], Path]:
+    """`shared_run(name, build)`: the folder `build(folder)` made, built once per session for every process.
+
+    The session's base folder is shared by the pytest-xdist processes; the first to ask builds under a file
+    lock, the others wait and reuse it. A build that raised is not marked done, and the next asker retries.
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = (base if worker_id == "master" else base.parent) / "shared-runs"
+    root.mkdir(exist_ok=True)
+
+    def get(name: str, build: Callable[[Path], None]) -> Path:
+        folder, done = root / name, root / f"{name}.done"
+        with FileLock(str(root / f"{name}.lock")):
+            if not done.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                build(folder)
+                done.write_text("built\n", encoding="utf-8")
+        return folder
+
+    return get
+
+
+def _build_demo(folder: Path) -> None:
+    """The main command exactly as `make demo` runs it, into a folder outside the repository."""
+    done = launch("--params", "params/embedded.yaml", "--run-dir", str(folder / "run"))
+    (folder / "stdout.txt").write_text(done.stdout, encoding="utf-8")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return run_dir, done
+
+
+@pytest.fixture(scope="session")
+def demo_run(shared_run) -> tuple[Path, str]:
+    """The real embedded-default run that every test reading a demo reads: (its folder, what it printed)."""
+    folder = shared_run("demo", _build_demo)
+    return folder / "run", (folder / "stdout.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium, once per test process (tests/browser.py)."""
+    from tests.browser import CHROMEDRIVER, CHROMIUM, start_browser
+
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    driver = start_browser()
+    yield driver
+    driver.quit()
+
+
+def _build_preflight_failure(folder: Path) -> None:
+    """A documented pre-flight failure through the main command (the eval file does not exist): the quickest
+    real run, finished and sealed by lib.execute."""
+    done = launch("--params", "params/embedded.yaml", "-p", "eval_file=data/no-such-eval.jsonl",
+                  "--run-dir", str(folder / "run"))
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def failed_run(shared_run) -> Path:
+    """A sealed run folder of lib.execute that failed in pre-flight; tests that change it work on a copy."""
+    return shared_run("preflight-failure", _build_preflight_failure) / "run"
+
+
+def build_embedded(traces: list[dict], seed: int, out_dir: Path) -> Path:
+    """The embedded profile's model (float32, as it trains) and its tokenizer in `out_dir`, as pre-flight builds it."""
+    return build_model_from_config(model_config_path("embedded"), traces, seed, "float32", out_dir)

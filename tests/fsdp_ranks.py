@@ -3,7 +3,7 @@
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/fsdp_ranks.py MODEL_DIR
 
 Accelerate turns FSDP on only for accelerator devices, so the Trainer cannot be asked for it on a
-CPU; what it would do can. The plugin is built from the arguments lib/trainer.py gives the Trainer
+CPU; what it would do can. The plugin is built from the arguments lib/training_worker.py gives the Trainer
 (`sharding_arguments`), and Accelerate's own `fsdp2_prepare_model` shards the model: decoder layers
 one unit each, Gemma's tied embedding and output head together. Each rank computes the loss on its
 half of a batch; the gradients (FSDP averages them over the ranks) and, after an SGD step, the full
@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 from transformers.optimization import Adafactor
 
 from lib.config import load_config
-from lib.trainer import sharding_arguments
+from lib.training_worker import sharding_arguments
 
 # float32 sums in another order (a reduce-scatter of two half-batch gradients): rounding, no more.
 TOLERANCE = 1e-6

@@ -1,39 +1,43 @@
-"""The code's shape: imports point down (no cycles), the package imports nothing, the verifier needs no torch,
-and the notebook's displays cannot change how a run ends."""
+"""The code's shape: every module in one layer, imports point down (no cycles), the package imports nothing, and the
+evidence core needs no torch."""
 
 from __future__ import annotations
 
 import ast
-import json
-import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-import papermill
-import pytest
 
 from lib.config import REPO_ROOT
-from lib.contract import REQUIRED_ALWAYS, REQUIRED_ON_FAILURE, REQUIRED_ON_SUCCESS
-from lib.verify import verify
-from tests.conftest import NOTEBOOK, profile
 
 LIB = REPO_ROOT / "lib"
-HEAVY = ("torch", "transformers", "pandas", "datasets", "matplotlib", "IPython")
+HEAVY = ("torch", "transformers", "pandas", "datasets", "matplotlib", "IPython", "peft")
+
+# The layers, bottom up: a module imports only from its own layer and those below it. lib/__init__.py shows the
+# same table to a reader; every module of lib/ is in exactly one layer.
+LAYERS = {
+    "leaves": {"contract", "redaction", "units", "printable", "console"},
+    "evidence core": {"config", "evidence", "run_folder", "repository", "rehearsal", "data", "scoring", "stats",
+                      "results", "summary", "verify"},
+    "building": {"prompt_format", "model_loading", "model_builder", "gguf_model", "model_source", "generation",
+                 "resources", "throughput", "cpu_bfloat16", "snapshot", "plots", "launcher"},
+    "phases": {"preflight", "training", "evaluation", "consolidation"},
+    "the run": {"run", "interactive", "report"},
+    "entry points": {"execute", "lab", "reevaluate", "data_check", "training_worker", "evaluation_worker"},
+}
+# The torch-free evidence core: `python -m lib.verify` on a committed run folder needs neither torch nor a model.
+TORCH_FREE = LAYERS["leaves"] | LAYERS["evidence core"]
 
 
 def lib_imports(path: Path) -> set[str]:
-    """The lib modules a module imports, at any depth of its code.
-
-    Except under `if TYPE_CHECKING:` (annotations only) and `if __name__ == "__main__":` (run only when the
-    module is the program: `python -m lib.data check` hands over to lib.datacheck, which imports lib.data).
-    """
+    """The lib modules a module imports, at any depth of its code, except under `if TYPE_CHECKING:` (annotations only)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and (getattr(node.test, "id", None) == "TYPE_CHECKING"
-                                         or "__main__" in ast.unparse(node.test)):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
             return
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "lib":
             if node.module == "lib":
@@ -51,6 +55,40 @@ def lib_imports(path: Path) -> set[str]:
 
 def import_graph() -> dict[str, set[str]]:
     return {p.stem: lib_imports(p) for p in sorted(LIB.glob("*.py")) if p.stem != "__init__"}
+
+
+def layer_of(module: str) -> int:
+    return next(n for n, modules in enumerate(LAYERS.values()) if module in modules)
+
+
+def test_every_module_is_in_one_layer():
+    modules = set(import_graph())
+    listed = [m for layer in LAYERS.values() for m in layer]
+    assert len(listed) == len(set(listed)), "a module is in two layers"
+    assert modules - set(listed) == set(), "add these modules to LAYERS (and to lib/__init__.py's table)"
+    assert set(listed) - modules == set(), "these modules in LAYERS do not exist"
+
+
+def test_imports_point_down_or_across():
+    upward = [f"{module} ({name}) imports {dep} ({list(LAYERS)[layer_of(dep)]})"
+              for module, deps in import_graph().items() for dep in deps
+              for name in [list(LAYERS)[layer_of(module)]] if layer_of(dep) > layer_of(module)]
+    assert upward == []
+
+
+def test_the_package_docstring_shows_the_layer_table():
+    doc = ast.get_docstring(ast.parse((LIB / "__init__.py").read_text(encoding="utf-8")))
+    rows = {}
+    for line in doc.splitlines():
+        if line.startswith("    ") and not line.startswith("     ") and line.strip():
+            name = " ".join(line.split()[:2]) if line.split()[0] in ("evidence", "entry", "the") else line.split()[0]
+            rows[name] = line.removeprefix("    " + name)
+        elif line.startswith("     ") and rows:
+            rows[list(rows)[-1]] += " " + line.strip()
+    words = {layer: set(re.findall(r"[a-z_0-9]+", text)) for layer, text in rows.items()}
+    for layer, modules in LAYERS.items():
+        assert layer in words, f"lib/__init__.py has no row for {layer!r}"
+        assert modules <= words[layer], f"lib/__init__.py's {layer!r} row lacks {sorted(modules - words[layer])}"
 
 
 def test_no_import_cycle_in_lib():
@@ -71,18 +109,21 @@ def test_no_import_cycle_in_lib():
             walk(module, [])
 
 
-def test_leaves_import_no_other_lib_module():
-    graph = import_graph()
-    assert graph["contract"] == set()
-    assert graph["evidence"] <= {"contract", "redaction"} and graph["redaction"] == set()
-
-
-def test_the_package_imports_nothing():
+def test_the_package_imports_no_other_module():
     tree = ast.parse((LIB / "__init__.py").read_text(encoding="utf-8"))
-    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    imported = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
+    assert imported == {"warnings"} and not [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     done = subprocess.run([sys.executable, "-c", "import sys, lib; print(sorted(m for m in sys.modules if m.startswith('lib')))"],
                           cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8", check=True)
     assert done.stdout.strip() == "['lib']"
+
+
+def test_the_evidence_core_imports_no_torch():
+    code = "; ".join(f"import lib.{module}" for module in sorted(TORCH_FREE))
+    done, modules = imported_by(["-c", code])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {f"lib.{m}" for m in TORCH_FREE} <= modules  # the walk sees lib's imports at all
+    assert not {m.split(".")[0] for m in modules} & set(HEAVY), sorted(m for m in modules if m.split(".")[0] in HEAVY)[:5]
 
 
 def imported_by(args: list[str], cwd: Path = REPO_ROOT) -> tuple[subprocess.CompletedProcess, set[str]]:
@@ -99,44 +140,3 @@ def test_the_verifier_imports_neither_torch_nor_transformers(tmp_path):
     assert done.returncode == 1 and "FAILED" in done.stdout, done.stdout + done.stderr[-2000:]
     assert "lib.verify" in modules or "lib.results" in modules  # the walk sees lib's imports at all
     assert not {m.split(".")[0] for m in modules} & set(HEAVY), sorted(m for m in modules if m.split(".")[0] in HEAVY)[:5]
-
-
-def run_notebook(run_dir: Path, params: dict, fault: str | None) -> bool:
-    """papermill on the embedded default; True when it completed, False when it ended failed."""
-    env_before = dict(os.environ)
-    if fault:
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "tests" / "faults"),
-                                                                 os.environ.get("PYTHONPATH")]))
-        os.environ["M44_FAULT"] = fault
-    run_dir.mkdir(parents=True)
-    try:
-        papermill.execute_notebook(str(NOTEBOOK), str(run_dir / "run.ipynb"), cwd=str(REPO_ROOT), progress_bar=False,
-                                   parameters={**profile("embedded"), **params, "run_dir": str(run_dir)})
-        return True
-    except papermill.PapermillExecutionError:
-        return False
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
-
-
-@pytest.mark.notebook
-@pytest.mark.parametrize("params, completes", [
-    ({"max_steps": 6, "logging_steps": 3, "max_new_tokens": 8}, True),
-    ({"eval_file": "data/no-such-eval.jsonl"}, False),
-], ids=["completed run", "failed run"])
-def test_a_failing_display_changes_nothing_about_the_run(tmp_path, params, completes):
-    outcomes = {}
-    for fault in (None, "display_error"):
-        run_dir = tmp_path / (fault or "plain")
-        outcomes[fault] = run_notebook(run_dir, params, fault)
-        names = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()}
-        facts = json.loads((run_dir / "m44_summary.json").read_text(encoding="utf-8"))
-        outcomes[fault] = (outcomes[fault], facts["status"], names)
-        assert verify(run_dir) == [], fault
-        required = REQUIRED_ALWAYS + (REQUIRED_ON_SUCCESS if completes else REQUIRED_ON_FAILURE)
-        assert set(required) <= names, fault
-    assert outcomes[None] == outcomes["display_error"]
-    assert outcomes[None][0] is completes
-    notebook = (tmp_path / "display_error" / "run.ipynb").read_text(encoding="utf-8")
-    assert "display failed (injected by the test)" in notebook  # it did fail, and said so

@@ -1,4 +1,4 @@
-"""lib/throughput.py's measuring helpers: the peak resident memory, and bfloat16 products through float32 GEMM."""
+"""lib/throughput.py's measuring helpers (the peak resident memory) and lib/cpu_bfloat16.py (bfloat16 products through float32 GEMM)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from lib import throughput
+from lib import cpu_bfloat16
 from lib.config import REPO_ROOT
-from lib.throughput import bfloat16_matmuls, needs_float32_gemm
+from lib.cpu_bfloat16 import bfloat16_matmuls, needs_float32_gemm
 
 
 PEAK_PROBE = """
@@ -40,12 +40,12 @@ def test_peak_rss_keeps_the_high_water_mark_until_reset():
 
 @pytest.mark.parametrize("shape", [(5, 7, 300), (300, 7, 5), (5, 300, 7), (33, 65, 17)])
 def test_float32_gemm_gives_the_bfloat16_product_rounded_once(shape, monkeypatch):
-    monkeypatch.setattr(throughput, "UPCAST_SLICE", 100)  # slice even these small operands
+    monkeypatch.setattr(cpu_bfloat16, "UPCAST_SLICE", 100)  # slice even these small operands
     m, k, n = shape
     a, b = torch.randn(m, k).bfloat16(), torch.randn(k, n).bfloat16()
     expected = (a.float() @ b.float()).bfloat16()
-    assert torch.equal(throughput._mm_in_float32(a, b), expected)
-    assert torch.equal(throughput._mm_in_float32(a, b.t().contiguous().t()), expected)  # any layout
+    assert torch.equal(cpu_bfloat16._mm_in_float32(a, b), expected)
+    assert torch.equal(cpu_bfloat16._mm_in_float32(a, b.t().contiguous().t()), expected)  # any layout
 
 
 def test_the_route_covers_the_backward_and_leaves_other_dtypes_alone():
@@ -61,12 +61,12 @@ def test_the_route_covers_the_backward_and_leaves_other_dtypes_alone():
         return layer.weight.grad.clone(), x.grad.clone()
 
     native = grads()
-    with throughput._Float32Gemm():
+    with cpu_bfloat16._Float32Gemm():
         routed = grads()
     # The same products in float32 with one rounding: equal to the native ones up to that rounding.
     for a, b in zip(native, routed):
         torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=1e-3)
-    with throughput._Float32Gemm():
+    with cpu_bfloat16._Float32Gemm():
         f = torch.randn(3, 4) @ torch.randn(4, 5)  # float32 passes through untouched
     assert f.dtype == torch.float32
 
@@ -75,6 +75,6 @@ def test_the_route_is_taken_only_for_bfloat16_on_a_cpu_without_bf16_kernels(monk
     assert not needs_float32_gemm("cuda", torch.bfloat16) and not needs_float32_gemm("cpu", torch.float32)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     assert needs_float32_gemm("cpu", torch.bfloat16)
-    assert isinstance(bfloat16_matmuls("cpu", torch.bfloat16), throughput._Float32Gemm)
+    assert isinstance(bfloat16_matmuls("cpu", torch.bfloat16), cpu_bfloat16._Float32Gemm)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert not needs_float32_gemm("cpu", torch.bfloat16)

@@ -199,7 +199,7 @@ def test_byte_order_mark_and_crlf_are_accepted(tmp_path):
     assert load_eval(path) == [GOOD_ITEM, GOOD_ITEM]
 
 
-def test_every_malformed_record_is_named_up_to_a_limit(tmp_path):
+def test_every_malformed_record_is_named_and_each_fault_once(tmp_path):
     lines = [json.dumps(GOOD_ITEM), "{not json", _with(GOOD_ITEM, section="misc"), json.dumps(GOOD_ITEM), "[]"]
     path = _write_lines(tmp_path / "bad.jsonl", *lines)
     with pytest.raises(DataError) as error:
@@ -208,12 +208,34 @@ def test_every_malformed_record_is_named_up_to_a_limit(tmp_path):
         f"{path} line 2: not valid JSON (Expecting property name enclosed in double quotes at column 2)",
         f"{path} line 3: field 'section' must be one of core, trace_sensitive, edge_case (got 'misc')",
         f"{path} line 5: record must be a JSON object (got a list)",
+        "(the schemas of both files: docs/DATA.md)",
     ]
-    many = _write_lines(tmp_path / "many.jsonl", *["[]"] * (MAX_LISTED + 3))
+    # The same fault on many lines is one line naming them; many kinds of fault are cut at MAX_LISTED.
+    many = _write_lines(tmp_path / "many.jsonl", *["[]"] * 100)
     with pytest.raises(DataError) as error:
         load_eval(many)
+    assert str(error.value).splitlines()[0] == (
+        f"{many} lines 1, 2, 3, 4, 5 and 95 more: record must be a JSON object (got a list)")
+    kinds = _write_lines(tmp_path / "kinds.jsonl", *[_with(GOOD_ITEM, section=f"s{n}") for n in range(MAX_LISTED + 3)])
+    with pytest.raises(DataError) as error:
+        load_eval(kinds)
     message = str(error.value).splitlines()
-    assert len(message) == MAX_LISTED + 1 and message[-1] == "... and 3 more malformed records"
+    assert len(message) == MAX_LISTED + 2 and message[-2] == "... and 3 other faults"
+
+
+def test_swapped_files_are_recognised(tmp_path):
+    train = _write_lines(tmp_path / "train.jsonl", json.dumps(GOOD_ITEM), json.dumps({**GOOD_ITEM, "id": "x-2"}))
+    with pytest.raises(DataError) as error:
+        load_trace_file(train)
+    assert str(error.value).splitlines()[0] == (
+        f"{train} holds eval set records ('expected_answer' on every line), not a training traces file: "
+        "are the training and eval files swapped?")
+
+
+def test_an_unpaired_surrogate_is_named_as_such(tmp_path):
+    path = _write_lines(tmp_path / "eval.jsonl", json.dumps(GOOD_ITEM).replace('"prompt": "', '"prompt": "\\ud83d'))
+    with pytest.raises(DataError, match=r"line 1: field 'prompt' holds an unpaired surrogate escape ..ud83d."):
+        load_eval(path)
 
 
 # --------------------------------------------------------------------------- normalising prompts
@@ -362,7 +384,7 @@ def test_policies_are_checked():
 # --------------------------------------------------------------------------- the report
 
 
-def test_report_is_json_and_raises_with_every_problem(tmp_path):
+def test_report_is_json_and_names_every_problem(tmp_path):
     train = load_trace_file(_jsonl(tmp_path / "train.jsonl", [_trace("A?"), _trace("A?")]))
     eval_set = load_eval_file(_jsonl(tmp_path / "eval.jsonl", [_item(1, "a?"), _item(2, "B?", id_="eval-001")]))
     report = check_data(train, eval_set)
@@ -373,13 +395,10 @@ def test_report_is_json_and_raises_with_every_problem(tmp_path):
     assert data["policy"]["repeats"] == "keep" and data["policy"]["leakage"] == "fail"
     assert data["files"]["train"] == {"path": str(train.path), "sha256": train.sha256, "records": 2}
     assert [c["name"] for c in data["checks"]] == ["training prompts", "eval items", "train/eval leakage"]
-    with pytest.raises(DataError) as error:
-        report.raise_for_problems()
-    assert str(error.value).splitlines() == [
-        "the data break the data policy:",
+    assert report.problems == [
         "eval.jsonl line 2 (id eval-001) repeats the id of line 1",
         "eval.jsonl line 1 (id eval-001) repeats train.jsonl line 1: 'a?'",
     ]
-    check_data(train, load_eval_file(USER_EVAL)).raise_for_problems()  # passes: nothing raised
+    assert check_data(train, load_eval_file(USER_EVAL)).problems == []
 
 

@@ -121,7 +121,7 @@ def test_eval_difficulties_cover_the_scale(eval_items):
 def test_no_duplicate_prompts_and_no_eval_prompt_in_training():
     report = check_data(load_trace_file(DATA_DIR / datagen.TRAIN_FILE), load_eval_file(DATA_DIR / datagen.EVAL_FILE))
     assert [check.status for check in report.checks] == ["pass", "pass", "pass"]
-    assert report.lines() == [
+    assert [check.line() for check in report.checks] == [
         "[PASS] training prompts: 550 records, no prompt repeats an earlier one",
         "[PASS] eval items: 100 distinct ids, no duplicate item",
         "[PASS] train/eval leakage: none of 100 eval prompts appears in training (case, spacing, Unicode normalised)",

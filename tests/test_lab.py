@@ -23,7 +23,8 @@ from lib.config import REPO_ROOT, parameter_names
 from lib.contract import LAB_MARKER, PHASE_FILES, PHASE_ORDER
 from lib.evaluation import write_evaluation
 from lib.evidence import read_json, write_json, write_text
-from lib.run import FIRST_READ_BY, Run
+from lib.interactive import FIRST_READ_BY
+from lib.run import Refused, Run, RunFailed
 from lib.verify import verify
 from tests.conftest import profile
 from tests.test_evaluation import eval_items, generations
@@ -59,7 +60,7 @@ def fake_training(cfg, run_dir, prepared):
 
 def fake_evaluation(cfg, run_dir, prepared, trained):
     assert trained == "trained"
-    return write_evaluation(run_dir, cfg, eval_items(), generations())
+    return write_evaluation(run_dir, cfg, eval_items(), generations(), len(eval_items()))
 
 
 def step_through(run: Run) -> None:
@@ -92,20 +93,29 @@ def test_an_interactive_kernel_never_claims_an_official_folder(namespace, monkey
     else:
         namespace[sign] = str(REPO_ROOT / "notebooks" / "m44.ipynb") if sign.startswith("__vsc") else True
     before = official_state()
-    with pytest.raises(ValueError, match="m44_v1 is an official one-shot folder, and this is an interactive run"):
+    with pytest.raises(Refused, match="m44_v1 is an official one-shot folder, and this is an interactive run"):
         Run.start({**namespace, "run_dir": "submission_runs/m44_v1"})
     assert official_state() == before  # not even claimed
 
 
-def test_a_kernel_without_those_signs_runs_as_papermill_and_says_nothing_of_it(namespace, tmp_path):
+def test_outside_a_kernel_a_run_is_one_shot_and_a_phase_run_again_is_refused_before_it_writes(namespace):
     del namespace[LAB_MARKER]
     run = Run.start(namespace)
     step_through(run)
+    run.consolidate()
+    before = state(run.dir)
+    with pytest.raises(Refused, match=r"evaluation already ran in this run \(completed\), and a run started by python "
+                                      r"runs each phase once: nothing was run, deleted or written; to run cells again, "
+                                      r"step through an interactive run instead: `make lab`"):
+        run.phase("evaluation", fake_evaluation, "prepared", "trained", needs="training")
+    with pytest.raises(Refused, match="consolidation already ran in this run"):
+        run.consolidate()
+    assert state(run.dir) == before
     run.finish()
-    assert run.launcher == "papermill" and run.interactive is None
+    assert run.launcher == "python" and run.interactive is None
     assert "interactive" not in read_json(run.dir / "phases.json")
     facts = read_json(run.dir / "m44_summary.json")
-    assert facts["interactive"] is None and facts["launcher"] == "papermill"
+    assert facts["interactive"] is None and facts["launcher"] == "python"
     assert "nteractive" not in (run.dir / "m44_summary.md").read_text(encoding="utf-8")
 
 
@@ -120,7 +130,7 @@ def test_an_interactive_run_is_labelled_in_the_claim_the_facts_and_the_summary(n
                                     "runs": {"preflight": 1, "training": 1, "evaluation": 1}}
     summary = (run.dir / "m44_summary.md").read_text(encoding="utf-8")
     assert summary.startswith("# M44 summary: COMPLETED (interactive run)\n")
-    assert "Interactive run, stepped through in Jupyter (make lab's scratch copy): not the official run." in summary
+    assert "Interactive run, stepped through cell by cell (make lab's scratch copy): not the official run." in summary
     assert verify(run.dir) == []
 
 
@@ -160,7 +170,7 @@ def test_a_phase_whose_input_phase_was_reset_is_skipped_with_the_cell_to_run(nam
     assert run.phase("evaluation", fake_evaluation, "prepared", "trained", needs="training") is None
     assert "SKIPPED evaluation: skipped because training failed (run the training cell first)" in capsys.readouterr().out
     assert not (run.dir / "checkpoints").exists()  # the failed re-run left no weights of the earlier one
-    with pytest.raises(RuntimeError, match="FAILED in phase training: ZeroDivisionError"):
+    with pytest.raises(RunFailed, match="FAILED in phase training: ZeroDivisionError"):
         run.finish()
     assert verify(run.dir) == []
 
@@ -186,7 +196,7 @@ def test_a_changed_parameter_is_applied_by_the_phase_that_reads_it_and_recorded(
 
     namespace["max_steps"] = 5  # training read it: evaluation alone cannot apply it
     before = state(run.dir)
-    with pytest.raises(ValueError, match=r"max_steps \(read by training\).*Run training again.*Nothing was run"):
+    with pytest.raises(Refused, match=r"max_steps \(read by training\).*Run training again.*Nothing was run"):
         run.phase("evaluation", fake_evaluation, "prepared", "trained", needs="training")
     assert state(run.dir) == before  # refused before anything changed
     run.phase("training", fake_training, "prepared", needs="preflight")
@@ -204,7 +214,7 @@ def test_a_parameter_change_that_cannot_apply_is_refused_and_changes_nothing(nam
     run.finish()
     before = state(run.dir)
     namespace.update(change)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(Refused, match=message):
         run.phase("evaluation", fake_evaluation, "prepared", "trained", needs="training")
     assert state(run.dir) == before
 
@@ -237,7 +247,7 @@ def test_a_folder_another_running_kernel_uses_is_refused_and_a_dead_kernels_is_t
     claim = read_json(run.dir / "claim.json")
     write_json(run.dir / "claim.json", {**claim, "pid": os.getppid()})  # a process that runs: another kernel
     before = state(run.dir)
-    with pytest.raises(FileExistsError, match=f"in use by another running kernel \\(pid {os.getppid()}"):
+    with pytest.raises(Refused, match=f"in use by another running kernel \\(pid {os.getppid()}"):
         Run.start(namespace)
     assert state(run.dir) == before
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -249,7 +259,7 @@ def test_an_interactive_kernel_refuses_a_folder_holding_another_kind_of_run(name
     papermill_run = Run.start({**{k: v for k, v in namespace.items() if k != LAB_MARKER},
                                "run_dir": str(tmp_path / "batch")})
     before = state(papermill_run.dir)
-    with pytest.raises(FileExistsError, match="already holds a run"):
+    with pytest.raises(Refused, match="already holds a run"):
         Run.start({**namespace, "run_dir": str(tmp_path / "batch")})
     assert state(papermill_run.dir) == before
 
@@ -279,7 +289,7 @@ def parameters_read(module: str, seen: set[str] | None = None) -> set[str]:
 def test_each_parameter_is_first_read_by_the_phase_the_rerun_rules_say():
     """A parameter said to be read first by training or evaluation must not be read by an earlier phase's code."""
     read_by = {"preflight": parameters_read("preflight"),
-               "training": parameters_read("training") | parameters_read("trainer"),
+               "training": parameters_read("training") | parameters_read("training_worker"),
                "evaluation": parameters_read("evaluation")}
     for name, phase in FIRST_READ_BY.items():
         assert name in read_by[phase], f"{name}: not read by {phase}"
@@ -293,10 +303,10 @@ LAB_RUN = ["-p", "max_steps=30", "-p", "logging_steps=2", "-p", "max_new_tokens=
 INSPECT = """\
 import os
 from lib.generation import generate_greedy
-from lib.modeling import load_model, load_tokenizer
+from lib.model_loading import load_model, load_tokenizer
 tokenizer = load_tokenizer(str(trained.model_dir))
 model = load_model(str(trained.model_dir), run.cfg, tokenizer)
-print(os.getcwd(), len(prepared.traces), trained.model_dir.name, sorted(p.name for p in run.dir.iterdir()))
+print(os.getcwd(), len(prepared.eval_items), trained.model_dir.name, sorted(p.name for p in run.dir.iterdir()))
 print(generate_greedy(model, tokenizer, ["What is 6 × 7?"], batch_size=1, max_new_tokens=8)[0]["output"])
 """
 
@@ -329,7 +339,7 @@ class Lab:
 
 def repository_state(run_dir: Path) -> tuple[dict, dict[str, int]]:
     """git's view (as the repository guard sees it) and every file's mtime, leaving out the run and build/lab/."""
-    from lib.snapshot import describe_repository
+    from lib.repository import describe_repository
     from tests.test_failures import repository_files
 
     scratch = (run_dir.relative_to(REPO_ROOT).as_posix() + "/", "build/lab/")
@@ -487,7 +497,7 @@ def test_stepping_through_in_jupyterlab_re_running_evaluation_with_a_changed_par
     assert (LAB / ".ipynb_checkpoints" / f"{lab.notebook.stem}-checkpoint.ipynb").is_file()  # beside the copy, scratch
 
     inspected = kernel.console(INSPECT)  # README: the live objects between cells
-    assert inspected.startswith(f"{LAB} 550 final [") and "generate: 1/1 items" in inspected
+    assert inspected.startswith(f"{LAB} 100 final [") and "generate: 1/1 items" in inspected
 
     injected = next(i for i, c in enumerate(kernel.nb.cells) if "injected-parameters" in c.metadata.get("tags", []))
     kernel.nb.cells[injected].source = kernel.nb.cells[injected].source.replace("max_new_tokens = 8", "max_new_tokens = 4")

@@ -25,6 +25,7 @@ from lib.config import REPO_ROOT
 from lib.contract import REQUIRED_ALWAYS, REQUIRED_ON_FAILURE
 from lib.verify import main as verify_main
 from lib.verify import verify
+from tests.conftest import launch
 
 pytestmark = pytest.mark.notebook
 EMBEDDED = str(REPO_ROOT / "params" / "embedded.yaml")
@@ -36,11 +37,6 @@ POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals a
 def no_credentials(tmp_path: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     return {**env, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
-
-
-def launch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lib.execute", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, encoding="utf-8", timeout=900)
 
 
 def table(stdout: str) -> dict[str, tuple[str, str]]:
@@ -112,7 +108,7 @@ def test_a_cpu_build_of_torch_on_a_machine_with_an_nvidia_gpu_names_the_command_
 
 @pytest.mark.parametrize("args, message", [
     (["-p", "max_steps=0"], "parameter 'max_steps' must be >= 1, got 0"),
-    (["-p", "max_stpes=30"], "unknown parameter 'max_stpes'"),
+    (["-p", "max_stpes=30"], "unknown parameter(s) 'max_stpes'"),
     (["-p", "learning_rate=nan"], "parameter 'learning_rate' must be a finite number, got nan"),
     (["-p", "max_steps"], "expected NAME=VALUE"),
 ], ids=["out of range", "unknown", "non-finite", "malformed"])
@@ -122,12 +118,10 @@ def test_a_bad_override_is_refused_by_name_before_anything_is_written(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    """A folder lib.execute finished and sealed; a documented pre-flight failure is the quickest real run."""
-    run_dir = tmp_path_factory.mktemp("finished") / "run"
-    done = launch("--params", EMBEDDED, "-p", "eval_file=data/no-such-eval.jsonl", "--run-dir", str(run_dir))
-    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+@pytest.fixture
+def finished_run(failed_run, tmp_path) -> Path:
+    """A folder lib.execute finished and sealed (a copy, read-only as the original: the tests write into it)."""
+    run_dir = Path(shutil.copytree(failed_run, tmp_path / "finished"))
     assert verify(run_dir) == []
     return run_dir
 
@@ -165,7 +159,7 @@ def test_a_raw_papermill_folder_overwritten_by_a_second_call_is_caught(tmp_path)
     assert second_papermill_call(run_dir).returncode != 0
     problems = verify(run_dir)
     assert len(problems) == 1 and problems[0].startswith("run.ipynb: does not record this run's outcome"), problems
-    assert "FileExistsError" in problems[0] and "second papermill call" in problems[0]
+    assert "already holds a run" in problems[0] and "second papermill call" in problems[0]
 
 
 def start_long_run(run_dir: Path, *extra: str) -> tuple[subprocess.Popen, list[str]]:

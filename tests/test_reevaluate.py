@@ -11,11 +11,13 @@ import pytest
 import yaml
 
 from lib.config import REPO_ROOT, load_config
+from lib.contract import COMPARISON_PLOT
+from lib.contract import EVAL_RESULTS as RESULTS_NAME
+from lib.contract import EVAL_SUMMARY as SUMMARY_NAME
 from lib.data import load_traces
-from lib.embedded import build_embedded_model
-from lib.contract import COMPARISON_PLOT, EVAL_RESULTS as RESULTS_NAME, EVAL_SUMMARY as SUMMARY_NAME
 from lib.evaluation import generate_for
 from lib.reevaluate import main, resolve_config
+from tests.conftest import build_embedded
 
 EVAL_FILE = REPO_ROOT / "data" / "eval_v2.jsonl"
 
@@ -24,7 +26,7 @@ EVAL_FILE = REPO_ROOT / "data" / "eval_v2.jsonl"
 def model_dir(tmp_path_factory) -> Path:
     """An untrained embedded model, saved the way a run saves checkpoints/final."""
     traces = load_traces(REPO_ROOT / "data" / "dev-reasoning-v2.jsonl")
-    return build_embedded_model(traces, seed=0, out_dir=tmp_path_factory.mktemp("run") / "checkpoints" / "final")
+    return build_embedded(traces, seed=0, out_dir=tmp_path_factory.mktemp("run") / "checkpoints" / "final")
 
 
 @pytest.fixture
@@ -83,7 +85,7 @@ def test_the_run_folders_base_model_is_the_baseline(model_dir, eval_file, params
     run_dir = tmp_path / "run"
     trained = Path(shutil.copytree(model_dir, run_dir / "checkpoints" / "final"))
     traces = load_traces(REPO_ROOT / "data" / "dev-reasoning-v2.jsonl")
-    base = build_embedded_model(traces, seed=1, out_dir=run_dir / "base_model")  # another model than --model
+    base = build_embedded(traces, seed=1, out_dir=run_dir / "base_model")  # another model than --model
     out = tmp_path / "reeval"
     assert run(trained, eval_file, out, params_file) == 0
     assert sorted(p.name for p in out.iterdir()) == [COMPARISON_PLOT, RESULTS_NAME, SUMMARY_NAME]
@@ -106,7 +108,7 @@ def test_without_a_run_folder_the_profiles_model_is_the_baseline(model_dir, eval
     assert results["reevaluation"]["baseline"]["how"].startswith("the profile's model 'embedded'")
     seed = load_config(params_file).seed
     traces = load_traces(REPO_ROOT / "data" / "dev-reasoning-v2.jsonl")
-    again = build_embedded_model(traces, seed=seed, out_dir=tmp_path / "again")
+    again = build_embedded(traces, seed=seed, out_dir=tmp_path / "again")
     assert (out / "base_model" / "model.safetensors").read_bytes() == (again / "model.safetensors").read_bytes()
 
 

@@ -11,13 +11,18 @@ from datasets import Dataset
 from bench.profiles import run_config
 from lib.config import REPO_ROOT
 from lib.data import load_traces
-from lib.embedded import MODEL_CONFIG, build_tokenizer, init_model, read_config
-from lib.render import encode_traces
+from lib.model_builder import build_tokenizer, init_model, model_config_path, read_config
+from lib.prompt_format import encode_traces
 from lib.resources import (
-    CPU_PROCESS_BYTES, CUDA_ALLOCATOR_FACTOR, CUDA_CONTEXT_BYTES, GIB, count_parameters, estimate_training_memory,
+    CPU_PROCESS_BYTES,
+    CUDA_ALLOCATOR_FACTOR,
+    CUDA_CONTEXT_BYTES,
+    count_parameters,
+    estimate_training_memory,
     optimizer_state_bytes,
 )
-from lib.trainer import build_trainer
+from lib.training_worker import build_trainer
+from lib.units import GIB
 from tests.conftest import replace
 
 GEMMA_2B = str(REPO_ROOT / "models" / "gemma-2b")
@@ -115,8 +120,8 @@ def test_the_estimate_is_json_ready(official):
 @pytest.mark.parametrize("optimizer", ["adafactor", "adamw_torch"])
 def test_optimizer_state_is_what_the_trainers_optimizer_keeps(optimizer, embedded_cfg, tmp_path):
     traces = load_traces(REPO_ROOT / "data" / "dev-reasoning-v2.jsonl")[:8]
-    tokenizer = build_tokenizer(traces, read_config(MODEL_CONFIG).vocab_size)
-    model = init_model(read_config(MODEL_CONFIG, tokenizer), seed=0, dtype=torch.float32)
+    tokenizer = build_tokenizer(traces, read_config(model_config_path("embedded")).vocab_size)
+    model = init_model(read_config(model_config_path("embedded"), tokenizer), seed=0, dtype=torch.float32)
     cfg = replace(embedded_cfg, optimizer=optimizer, max_steps=1, batch_size=2)
     dataset = Dataset.from_list(encode_traces(traces, tokenizer, cfg.max_seq_length))
     trainer = build_trainer(cfg, model, tokenizer, dataset, tmp_path / "out")

@@ -16,33 +16,21 @@ import sys
 import time
 from pathlib import Path
 
-import papermill
 import pytest
 
 from lib.config import REPO_ROOT
 from lib.contract import REQUIRED_ALWAYS, REQUIRED_ON_FAILURE
-from lib.preflight import format_size
+from lib.units import format_size
 from lib.verify import verify
-from tests.conftest import NOTEBOOK, profile
+from tests.conftest import launch, papermill_command, profile, with_fault
 
 pytestmark = pytest.mark.notebook
 EMBEDDED = str(REPO_ROOT / "params" / "embedded.yaml")
 SHORT = ["-p", "max_steps=4", "-p", "logging_steps=2", "-p", "max_new_tokens=8", "-p", "eval_limit=10"]
 FAILS_FAST = ["-p", "eval_file=data/no-such-eval.jsonl"]  # a documented pre-flight failure: the quickest real run
-# The claim is one atomic O_EXCL create (lib/runfolder.py): rounds sample which launcher wins and how far the
+# The claim is one atomic O_EXCL create (lib/run_folder.py): rounds sample which launcher wins and how far the
 # winner got when stopped, not a probability of failure; each round costs ~15-25 s of two kernels starting.
 RACE_ROUNDS = 5
-
-
-def launch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lib.execute", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, encoding="utf-8", timeout=900)
-
-
-def with_fault(fault: str) -> dict:
-    faults = str(REPO_ROOT / "tests" / "faults")
-    return {**os.environ, "M44_FAULT": fault,
-            "PYTHONPATH": os.pathsep.join(filter(None, [faults, os.environ.get("PYTHONPATH")]))}
 
 
 def facts(run_dir: Path) -> dict:
@@ -72,11 +60,8 @@ def test_a_profile_with_a_non_finite_or_huge_number_is_refused_by_name_before_an
 
 def test_papermill_with_a_nan_parameter_documents_a_failed_parameters_phase(tmp_path):
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    with pytest.raises(papermill.PapermillExecutionError, match="FAILED in phase parameters"):
-        papermill.execute_notebook(str(NOTEBOOK), str(run_dir / "run.ipynb"), cwd=str(REPO_ROOT), progress_bar=False,
-                                   parameters={**profile("embedded"), "learning_rate": float("nan"),
-                                               "run_dir": str(run_dir)})
+    done = papermill_command(run_dir, {**profile("embedded"), "learning_rate": float("nan")})
+    assert done.returncode != 0 and "FAILED in phase parameters" in done.stderr, done.stderr[-2000:]
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     assert config["valid"] is False and config["parameters"]["learning_rate"] == "nan"
     assert "parameter 'learning_rate' must be a finite number, got nan" in facts(run_dir)["failed"]["cause"]
@@ -190,10 +175,10 @@ def test_a_run_folder_inside_the_projects_own_folders_is_refused(inside):
 
 
 def test_the_notebook_refuses_a_run_folder_inside_lib(tmp_path):
-    (tmp_path / "out").mkdir()
-    with pytest.raises(papermill.PapermillExecutionError, match="inside the repository but not under submission_runs"):
-        papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "out" / "run.ipynb"), cwd=str(REPO_ROOT),
-                                   progress_bar=False, parameters={**profile("embedded"), "run_dir": "lib/run-here"})
+    done = papermill_command(REPO_ROOT / "lib" / "run-here", profile("embedded"), mkdir=False,
+                             output=tmp_path / "run.ipynb")
+    assert done.returncode != 0 and "REFUSED: parameter 'run_dir'" in done.stderr, done.stderr[-2000:]
+    assert "inside the repository but not under submission_runs" in done.stderr
     assert not (REPO_ROOT / "lib" / "run-here").exists()
 
 
@@ -204,7 +189,7 @@ def test_a_non_utf8_byte_names_the_file_and_line(tmp_path):
     bad = tmp_path / "latin1.jsonl"
     lines = (REPO_ROOT / "data" / "eval_v2.jsonl").read_bytes().splitlines()[:3]
     bad.write_bytes(b"\n".join([*lines[:2], lines[2].replace(b'"prompt": "', b'"prompt": "\xe9', 1)]) + b"\n")
-    done = subprocess.run([sys.executable, "-m", "lib.data", "check", "--eval", str(bad), "--params", EMBEDDED],
+    done = subprocess.run([sys.executable, "-m", "lib.data_check", "--eval", str(bad), "--params", EMBEDDED],
                           cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert done.returncode == 1
     assert f"{bad} line 3: not UTF-8 text (byte 0xe9" in done.stdout + done.stderr

@@ -8,7 +8,7 @@ import pytest
 
 from lib.contract import REQUIRED_ALWAYS, STATEMENTS
 from lib.evidence import sha256_file, write_json
-from lib.run import Run
+from lib.run import Refused, Run, RunFailed
 from tests.conftest import profile
 
 
@@ -24,7 +24,7 @@ def test_failed_phase_skips_dependents_and_finish_documents_then_raises(tmp_path
     run = start(tmp_path, official_params)
     assert run.phase("preflight", boom) is None
     assert run.phase("training", lambda cfg, run_dir: pytest.fail("must not run"), needs="preflight") is None
-    with pytest.raises(RuntimeError, match="FAILED in phase preflight: OSError: disk on fire"):
+    with pytest.raises(RunFailed, match="FAILED in phase preflight: OSError: disk on fire"):
         run.finish()
 
     assert run.phases["training"].status == "skipped"
@@ -47,7 +47,7 @@ def test_failed_phase_skips_dependents_and_finish_documents_then_raises(tmp_path
 def test_manifest_hashes_every_file(tmp_path, official_params):
     run = start(tmp_path, official_params)
     run.phase("preflight", boom)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RunFailed):
         run.finish()
     manifest = json.loads((run.dir / "manifest.json").read_text(encoding="utf-8"))
     listed = {f["path"]: f["sha256"] for f in manifest["files"]}
@@ -60,7 +60,7 @@ def test_invalid_parameter_is_documented_not_raised_at_start(tmp_path, official_
     run = start(tmp_path, official_params, max_steps=-3)
     assert run.cfg is None and run.phases["parameters"].status == "failed"
     assert run.phase("preflight", boom) is None  # skipped: parameters failed
-    with pytest.raises(RuntimeError, match="'max_steps' must be >= 1"):
+    with pytest.raises(RunFailed, match="'max_steps' must be >= 1"):
         run.finish()
     assert "max_steps" in (run.dir / "failure_analysis.md").read_text(encoding="utf-8")
     assert "parameters" in (run.dir / "env_snapshot.txt").read_text(encoding="utf-8")
@@ -70,7 +70,7 @@ def test_a_folder_holding_a_run_is_refused_and_left_untouched(tmp_path, official
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "m44_summary.md").write_text("earlier run", encoding="utf-8")
-    with pytest.raises(FileExistsError, match="already holds a run"):
+    with pytest.raises(Refused, match="already holds a run"):
         start(tmp_path, official_params)
     assert [p.name for p in run_dir.iterdir()] == ["m44_summary.md"]
     assert (run_dir / "m44_summary.md").read_text(encoding="utf-8") == "earlier run"

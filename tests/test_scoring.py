@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from lib import scoring
 from lib.config import REPO_ROOT
 from lib.data import load_eval
 from lib.scoring import (
@@ -13,15 +14,19 @@ from lib.scoring import (
     answers_match,
     extract_answer,
     is_well_formatted,
-    normalize_number,
     score_output,
-    summarize,
 )
 
 
 def taught(answer: str, reasoning: str = "step 1\nstep 2") -> str:
     """An output in exactly the format the model is taught."""
     return f"<reasoning>{reasoning}</reasoning>\n<answer>{answer}</answer>"
+
+
+def number_value(text: str) -> Fraction | None:
+    """The value matching reads from a text that is one number ("$1,000", "-3", "1/216"), or None."""
+    quantity = scoring._parse_quantity(text)
+    return None if quantity is None else quantity.value
 
 
 # --- format check -----------------------------------------------------------------------------
@@ -130,16 +135,16 @@ def test_extract_answer(output, expected):
         ("\u201c$31.5\u201d.", Fraction(63, 2)),  # curly quotes, then a full stop
     ],
 )
-def test_normalize_number(text, value):
-    assert normalize_number(text) == value
+def test_a_number_reads_as_its_value(text, value):
+    assert number_value(text) == value
 
 
 @pytest.mark.parametrize(
     "text",
     ["Paris", "", "1,00", "1,0000", "3 4", "42 is it", "1/0", "1.5/2", "x = 42", "15 red apples"],
 )
-def test_normalize_number_rejects(text):
-    assert normalize_number(text) is None
+def test_a_text_that_is_not_one_number_has_no_value(text):
+    assert number_value(text) is None
 
 
 # --- matching ---------------------------------------------------------------------------------
@@ -310,25 +315,6 @@ def test_score_output(output, expected, score):
     assert score_output(output, expected) == score
 
 
-def test_summarize_rates():
-    scores = [
-        score_output(taught("15"), "15"),  # strict and lenient
-        score_output("The answer is 15", "15"),  # lenient only
-        score_output(taught("16"), "15"),  # well formatted, wrong
-        score_output("nothing", "15"),  # nothing right
-    ]
-    assert summarize(scores) == {
-        "n": 4,
-        "accuracy": 0.25,
-        "accuracy_lenient": 0.5,
-        "format_rate": 0.5,
-    }
-
-
-def test_summarize_empty_is_zero():
-    assert summarize([]) == {"n": 0, "accuracy": 0.0, "accuracy_lenient": 0.0, "format_rate": 0.0}
-
-
 # --- every answer in the shipped eval set -----------------------------------------------------
 
 @pytest.mark.parametrize(
@@ -382,7 +368,7 @@ def right_answers(expected: str) -> list[str]:
     wrapped = [f"'{expected}'", f"\u201c{expected}\u201d", f"{expected}."]
     if kind in WORD_TYPES:
         return [expected, expected.upper(), expected.lower() + ".", *wrapped]
-    value = normalize_number(expected)
+    value = number_value(expected)
     if kind == "fraction":
         return [expected, f"{value.numerator * 2}/{value.denominator * 2}", f"{float(value):.6f}", *wrapped]
     sign, magnitude = ("-", -value) if value < 0 else ("", value)
@@ -397,7 +383,7 @@ def wrong_answers(expected: str) -> list[str]:
     kind = answer_type(expected)
     if kind in WORD_TYPES:
         return [WRONG_WORD[expected], f"{expected} {WRONG_WORD[expected]}"]
-    value = normalize_number(expected)
+    value = number_value(expected)
     digits = expected.lstrip("$-\u2212")
     sign = "-" if value < 0 else ""
     # Appending a digit: "420" for "42", but "7.501" for "7.50" ("7.500" is the same value).

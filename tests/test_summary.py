@@ -156,7 +156,7 @@ def test_invalid_parameters_leave_the_data_unknown():
 def test_memory_is_stated_beside_the_estimate_and_caveats_come_before_the_numbers():
     facts = completed_facts()
     lines = render_summary(facts).splitlines()
-    assert ("- **memory**: peak 2.00 GiB measured in training (the process's peak resident memory); "
+    assert ("- **memory**: peak 2.00 GiB measured in training (the training process's peak resident memory); "
             "pre-flight estimated 3.00 GiB, 1.50x the peak") in lines
     facts.update(memory=None, caveats=caveats({"model_name": "gemma-2b-shape", "eval_limit": 4}))
     lines = render_summary(facts).splitlines()

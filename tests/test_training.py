@@ -11,14 +11,14 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, DataCollatorWithFlattening, TrainerCallback
 
 from lib.config import REPO_ROOT
-from lib.data import load_traces
-from lib.embedded import build_embedded_model
-from lib.evidence import read_json
-from lib.modeling import load_tokenizer
-from lib.render import IGNORE_INDEX, encode_traces
-from lib.throughput import measure_peak_flops, model_flops_utilization, peak_memory
 from lib.contract import TRAINING_LOG, TRAINING_METRICS
-from lib.trainer import build_trainer, label_positions_only, run_training
+from lib.data import load_traces
+from lib.evidence import read_json
+from lib.model_loading import load_tokenizer
+from lib.prompt_format import IGNORE_INDEX, encode_traces
+from lib.throughput import measure_peak_flops, model_flops_utilization, peak_memory
+from lib.training_worker import build_trainer, label_positions_only, run_training
+from tests.conftest import build_embedded
 
 TRAIN_FILE = REPO_ROOT / "data" / "dev-reasoning-v2.jsonl"
 HISTORY_KEYS = {"step", "loss", "epoch", "elapsed_s", "learning_rate", "grad_norm", "tokens_per_s",
@@ -29,7 +29,7 @@ HISTORY_KEYS = {"step", "loss", "epoch", "elapsed_s", "learning_rate", "grad_nor
 def embedded(tmp_path_factory) -> tuple[Path, list[dict]]:
     """The untrained embedded model (built from the training file) and 12 of its encoded records."""
     traces = load_traces(TRAIN_FILE)
-    folder = build_embedded_model(traces, seed=0, out_dir=tmp_path_factory.mktemp("embedded"))
+    folder = build_embedded(traces, seed=0, out_dir=tmp_path_factory.mktemp("embedded"))
     tokenizer = load_tokenizer(str(folder))
     return folder, encode_traces(traces[:12], tokenizer, 768)
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import papermill
 import pytest
 
 from lib.config import REPO_ROOT
 from lib.verify import verify
-from tests.conftest import NOTEBOOK, profile
+from tests.conftest import papermill_command, profile
 
 pytestmark = pytest.mark.notebook
 USER_EVAL = REPO_ROOT / "tests" / "data" / "user_eval.jsonl"
@@ -37,13 +36,8 @@ def training_file_with_repeats(tmp_path: Path) -> Path:
 
 
 def execute(run_dir: Path, **params) -> bool:
-    run_dir.mkdir(parents=True)
-    try:
-        papermill.execute_notebook(str(NOTEBOOK), str(run_dir / "run.ipynb"), cwd=str(REPO_ROOT), progress_bar=False,
-                                   parameters={**profile("embedded"), **SHORT, **params, "run_dir": str(run_dir)})
-        return True
-    except papermill.PapermillExecutionError:
-        return False
+    """The papermill command on the user's files; True when the run completed."""
+    return papermill_command(run_dir, {**profile("embedded"), **SHORT, **params}).returncode == 0
 
 
 def test_repeated_prompts_and_case_variants_run_to_completion_and_are_reported(tmp_path):

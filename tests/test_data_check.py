@@ -1,4 +1,4 @@
-"""Tests for `python -m lib.data check` (lib/datacheck.py): what a user sees before spending the one shot."""
+"""Tests for `python -m lib.data_check`: what a user sees before spending the one shot."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import datacheck
+from lib import data_check, model_source
 from lib.config import REPO_ROOT
 
 DATA = REPO_ROOT / "data"
@@ -19,7 +19,7 @@ EMBEDDED = REPO_ROOT / "params" / "embedded.yaml"
 
 
 def _check(capsys, *args: str) -> tuple[int, str]:
-    status = datacheck.main(["check", *args])
+    status = data_check.main(list(args))
     return status, capsys.readouterr().out
 
 
@@ -41,13 +41,13 @@ def test_shipped_files_pass_under_the_embedded_profile(capsys, tmp_path):
     lines = out.splitlines()
     assert "[PASS] training prompts: 550 records, no prompt repeats an earlier one" in lines
     assert "[PASS] eval items: 100 distinct ids, no duplicate item" in lines
-    assert any(line.startswith("[PASS] sequence length: longest training record ") for line in lines)
+    assert any(line.startswith("[PASS] record lengths: longest record ") for line in lines)
     assert "Token lengths (embedded, built from the 550 training texts; as training encodes them)" in out
     assert lines[-1] == "A run would accept these files."
     data = json.loads(report.read_text(encoding="utf-8"))
     assert data["ok"] is True and data["files"]["train"]["records"] == 550
     assert [check["name"] for check in data["checks"]] == [
-        "training prompts", "eval items", "train/eval leakage", "sequence length",
+        "training prompts", "eval items", "train/eval leakage", "record lengths",
     ]
     # Every training record fits: the longest is the one the length check names.
     length = data["checks"][3]
@@ -121,27 +121,29 @@ def test_unreachable_hub_model_is_not_measured_and_does_not_fail(capsys, tmp_pat
     def offline(*args, **kwargs):
         raise ConnectionError("no network")
 
-    monkeypatch.setattr(datacheck.huggingface_hub, "model_info", offline)
+    monkeypatch.setattr(model_source.huggingface_hub, "model_info", offline)
+    monkeypatch.setenv("HF_TOKEN", "hf_a_token_of_no_account")  # the hub is asked only with credentials
     profile = _profile(tmp_path, model_name="example-org/not-cached-model")
     status, out = _check(capsys, "--train", str(FIXTURES / "user_train.jsonl"),
                          "--eval", str(FIXTURES / "user_eval.jsonl"), "--params", str(profile))
     assert status == 0
-    assert ("[WARN] sequence length: token lengths not measured: example-org/not-cached-model is not in the local "
-            "cache and the hub did not answer (no network)") in out
+    assert ("[WARN] record lengths: token lengths not measured: the profile's tokenizer is not available here "
+            "(RuntimeError: example-org/not-cached-model is neither reachable (ConnectionError: no network) nor "
+            "cached)") in out
 
 
 def test_bad_profile_is_a_usage_error(capsys, tmp_path):
-    assert datacheck.main(["check", "--params", str(tmp_path / "missing.yaml")]) == 2
+    assert data_check.main(["--params", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
     unknown = _profile(tmp_path, max_seq_len=64)
-    assert datacheck.main(["check", "--params", str(unknown)]) == 2
+    assert data_check.main(["--params", str(unknown)]) == 2
     assert "unknown parameter(s) 'max_seq_len'" in capsys.readouterr().err
 
 
-def test_python_dash_m_lib_data_check_dispatches(tmp_path):
+def test_python_dash_m_lib_data_check_runs_the_check(tmp_path):
     # The documented entry point, in a fresh process: exit status and the closing line.
     result = subprocess.run(
-        [sys.executable, "-m", "lib.data", "check", "--train", str(FIXTURES / "user_train.jsonl"),
+        [sys.executable, "-m", "lib.data_check", "--train", str(FIXTURES / "user_train.jsonl"),
          "--eval", str(FIXTURES / "user_eval.jsonl"), "--params", str(EMBEDDED)],
         cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8",
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
@@ -150,8 +152,8 @@ def test_python_dash_m_lib_data_check_dispatches(tmp_path):
     assert result.stdout.rstrip().endswith("A run would accept these files.")
 
 
-@pytest.mark.parametrize("argv", [[], ["check", "--repeats", "sometimes"]])
+@pytest.mark.parametrize("argv", [["--repeats", "sometimes"], ["check"]])
 def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
-        datacheck.main(argv)
+        data_check.main(argv)
     assert exit_.value.code == 2

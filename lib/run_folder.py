@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import stat
 import time
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lib.config import REPO_ROOT
-from lib.contract import CLAIM, NOTEBOOK
+from lib.contract import CLAIM, INTERACTIVE, NOTEBOOK, PHASES
 
 RUNS = REPO_ROOT / "submission_runs"
 # The official run's folders: submission_runs/m44_v1, m44_v2, ... (the design's "one shot" folders).
@@ -36,7 +37,7 @@ class Claim:
     """Who claimed a run folder: claim.json, the first file of every run."""
 
     token: str
-    launcher: str  # "lib.execute", "papermill" (the notebook claimed it) or "interactive"
+    launcher: str  # "lib.execute"; the notebook claimed it: "papermill", "interactive" or "python" (lib/interactive.py)
     pid: int
     host: str
     started_utc: str
@@ -145,3 +146,51 @@ def seal(run_dir: Path) -> None:
     for path in sorted([run_dir, *(p for p in run_dir.rglob("*") if p.is_dir())], key=lambda p: len(p.parts),
                        reverse=True):
         path.chmod(stat.S_IREAD | stat.S_IEXEC | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+
+
+def claim_interactive(run_dir: Path, detected_by: str) -> tuple[Claim, int]:
+    """Claim `run_dir` for an interactive run, and how often it has been started there.
+
+    A folder an interactive kernel claimed earlier (this kernel: the first cell run again; or a kernel that no
+    longer runs: restarted) is started over: everything in it is deleted. Refused: an official folder, a folder
+    of another kind of run, one that a running kernel uses.
+    """
+    if is_official(run_dir):
+        raise ValueError(
+            f"parameter 'run_dir': {run_dir} is an official one-shot folder, and this is an interactive run "
+            f"({detected_by}), which never writes there. Step through a scratch copy instead: make lab "
+            "(python -m lib.lab start) gives it a new submission_runs/interactive-... folder; the official run is "
+            "python -m lib.execute")
+    earlier = read_claim(run_dir)
+    if earlier is None or earlier.launcher != INTERACTIVE:
+        return claim(run_dir, INTERACTIVE), 1  # a folder holding another kind of run is refused here
+    if earlier.host != socket.gethostname():
+        raise FileExistsError(f"run_dir {run_dir} belongs to an interactive run on {earlier.host} (pid {earlier.pid}, "
+                              f"started {earlier.started_utc}); choose a new run_dir")
+    if earlier.pid != os.getpid() and process_alive(earlier.pid):
+        raise FileExistsError(
+            f"run_dir {run_dir} is in use by another running kernel (pid {earlier.pid}, started {earlier.started_utc}); "
+            "shut that kernel down (Kernel > Shut Down Kernel) and run this cell again, or choose a new run_dir")
+    try:
+        starts = json.loads((run_dir / PHASES).read_text(encoding="utf-8"))["interactive"]["starts"] + 1
+    except (OSError, ValueError, KeyError, TypeError):  # the earlier start stopped before its first record
+        starts = 2
+    removed = remove_all_but(run_dir, frozenset())
+    print(f"Starting the run over in {run_dir} (start {starts}): deleted the earlier start's "
+          f"{len(removed)} files and folders")
+    return claim(run_dir, INTERACTIVE), starts
+
+
+def remove_all_but(folder: Path, keep: frozenset[str]) -> list[str]:
+    """Delete every file and folder at the top of `folder` whose name is not in `keep`; their names, folders with a /."""
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if path.name in keep:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+            removed.append(f"{path.name}/")
+        else:
+            path.unlink()
+            removed.append(path.name)
+    return removed

@@ -1,15 +1,16 @@
-"""`python -m lib.data check`: the data checks pre-flight runs, and what to look at before the one shot.
+"""`python -m lib.data_check`: the data checks pre-flight runs, and what to look at before the one shot.
 
-    python -m lib.data check --train data/dev-reasoning-v2.jsonl --eval data/eval_v2.jsonl --params params/embedded.yaml
-    python -m lib.data check --params params/embedded.yaml      # the files the profile names
+    python -m lib.data_check --train D:/data/train.jsonl --eval D:/data/eval.jsonl    # the official contract's profile
+    python -m lib.data_check --params params/embedded.yaml     # the files and the tokenizer a profile names
 
-It starts no run and writes nothing unless --json is given. It prints the data policy's checks
-(lib.data), whether every training record fits the profile's max_seq_length under the profile's
-tokenizer (encoded as training encodes it), record counts per section, category and difficulty,
-token length distributions, and the answer types of both files. Exit status: 0 when a run would
-accept the files, 1 when it would not (every problem is named with file and line), 2 for a usage
-or profile error. A tokenizer that cannot be loaded here (a hub model with no network) is reported
-as "not measured" and does not decide the exit status: that is about the files, not this machine.
+It starts no run and writes nothing unless --json is given. It prints the data policy's checks (lib.data),
+whether every training record fits the profile's max_seq_length under the profile's tokenizer (pre-flight's own
+check), record counts per section, category and difficulty, token length distributions, and the answer types of
+both files. Without --params the profile is the official contract (the one shot's): its tokenizer is Gemma's,
+from the hub or its local cache. Exit status: 0 when a run would accept the files, 1 when it would not (every
+problem is named with file and line), 2 for a usage or profile error. A tokenizer that cannot be loaded here (a
+hub model with no network) is reported as "not measured" and does not decide the exit status: that is about the
+files, not this machine.
 """
 
 from __future__ import annotations
@@ -22,76 +23,39 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-import huggingface_hub
 import numpy as np
 from tabulate import tabulate
 from transformers import PreTrainedTokenizerBase
 
-from lib import gguf_model
-from lib.config import RunConfig, load_config
+from lib.config import load_config
+from lib.console import utf8_output
 from lib.data import (
-    EXAMPLES,
-    LEAKAGE_POLICIES,
-    REPEAT_POLICIES,
-    CheckResult,
-    DataError,
-    DataFile,
-    DataReport,
-    apply_repeat_policy,
-    check_data,
-    load_eval_file,
-    load_trace_file,
+    EXAMPLES, LEAKAGE_POLICIES, REPEAT_POLICIES, CheckResult, DataError, DataFile, DataReport, apply_repeat_policy,
+    check_data, load_eval_file, load_trace_file,
 )
-from lib.embedded import build_tokenizer, model_config_path, read_config
-from lib.modeling import load_tokenizer
-from lib.render import encode_prompt, encode_trace
+from lib.model_source import resolve_tokenizer
+from lib.printable import one_line
+from lib.prompt_format import check_record_lengths, encode_prompt
 from lib.scoring import answer_type
-
 
 # Findings that are reported but never refuse a run (lib.data's policy).
 NOTE_KINDS = ("repeated_prompt", "variant", "other_answer")
 
 
-class TokenizerUnavailable(RuntimeError):
-    """The profile's tokenizer cannot be loaded on this machine; the message says why."""
-
-
-def load_profile(params: Path | None) -> RunConfig:
-    """The resolved run parameters: the official defaults, then the profile (lib.config.load_config)."""
-    return load_config(params)
-
-
-def load_profile_tokenizer(cfg: RunConfig, traces: list[dict]) -> tuple[PreTrainedTokenizerBase, str]:
-    """The tokenizer a run with `cfg` trains with, and a few words on where it came from."""
-    if cfg.builds_model:
-        vocab_size = read_config(model_config_path(cfg.model_name)).vocab_size
-        return build_tokenizer(traces, vocab_size), f"{cfg.model_name}, built from the {len(traces)} training texts"
-    try:
-        if cfg.model_name == gguf_model.MODEL_NAME:
-            folder = gguf_model.materialise()  # converted once into a cache outside the repository
-            return load_tokenizer(str(folder)), f"{cfg.model_name} ({folder})"
-        if Path(cfg.model_name).is_dir():
-            return load_tokenizer(cfg.model_name), f"local folder {cfg.model_name}"
-        return _hub_tokenizer(cfg.model_name), f"hub model {cfg.model_name}"
-    except TokenizerUnavailable:
-        raise
-    except Exception as exc:  # a missing package, a gated model, a broken folder: all say why
-        raise TokenizerUnavailable(f"{type(exc).__name__}: {exc}") from exc
-
-
-def _hub_tokenizer(model_id: str) -> PreTrainedTokenizerBase:
-    """From the local Hugging Face cache if it is there, else from the hub; one quick probe first.
-
-    Without the probe, a machine with no network spends about a minute in download retries.
-    """
-    cached = huggingface_hub.try_to_load_from_cache(model_id, "tokenizer_config.json")
-    if isinstance(cached, str):
-        return load_tokenizer(str(Path(cached).parent))
-    try:
-        huggingface_hub.model_info(model_id, timeout=10)
-    except Exception as exc:
-        raise TokenizerUnavailable(f"{model_id} is not in the local cache and the hub did not answer ({exc})") from exc
-    return load_tokenizer(model_id)
+def measure_lengths(train: DataFile, eval_set: DataFile, tokenizer: PreTrainedTokenizerBase,
+                    max_seq_length: int) -> tuple[CheckResult, list[dict]]:
+    """Pre-flight's record-length check, and the rows of the length table (training records, eval prompts)."""
+    check, lengths = check_record_lengths(train, tokenizer, max_seq_length)
+    prompts = [len(encode_prompt(item["prompt"], tokenizer)) for item in eval_set.records]
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    longest_prompt = max(range(len(prompts)), key=prompts.__getitem__)
+    rows = [
+        {"records": "training (prompt + response)", "n": len(lengths), **_distribution(lengths),
+         "longest": f"line {train.lines[longest]}"},
+        {"records": "eval prompts", "n": len(prompts), **_distribution(prompts),
+         "longest": f"line {eval_set.lines[longest_prompt]}"},
+    ]
+    return check, rows
 
 
 def _distribution(lengths: list[int]) -> dict:
@@ -102,37 +66,8 @@ def _distribution(lengths: list[int]) -> dict:
     }
 
 
-def measure_lengths(
-    train: DataFile, eval_set: DataFile, tokenizer: PreTrainedTokenizerBase, max_seq_length: int,
-) -> tuple[CheckResult, list[dict]]:
-    """A check that every training record fits max_seq_length, and rows of the length table."""
-    lengths = [len(encode_trace(trace, tokenizer)["input_ids"]) for trace in train.records]
-    prompts = [len(encode_prompt(item["prompt"], tokenizer)) for item in eval_set.records]
-    longest = max(range(len(lengths)), key=lengths.__getitem__)
-    longest_prompt = max(range(len(prompts)), key=prompts.__getitem__)
-    over = [(line, length) for line, length in zip(train.lines, lengths) if length > max_seq_length]
-    rows = [
-        {"records": "training (prompt + response)", "n": len(lengths), **_distribution(lengths),
-         "longest": f"line {train.lines[longest]}"},
-        {"records": "eval prompts", "n": len(prompts), **_distribution(prompts),
-         "longest": f"line {eval_set.lines[longest_prompt]}"},
-    ]
-    detail = (f"longest training record {lengths[longest]} tokens ({train.path.name} line {train.lines[longest]}), "
-              f"max_seq_length {max_seq_length}")
-    if over:
-        detail = f"{len(over)} of {len(lengths)} training records over max_seq_length {max_seq_length}; {detail}"
-    problems = [
-        f"{train.path.name} line {line}: {length} tokens, over max_seq_length {max_seq_length}; "
-        "raise max_seq_length rather than cut the answer off"
-        for line, length in over
-    ]
-    examples = [{"kind": "over_max_seq_length", "line": line, "tokens": length} for line, length in over[:EXAMPLES]]
-    counts = {"records": len(lengths), "over_max_seq_length": len(over), "longest_tokens": lengths[longest]}
-    return CheckResult("sequence length", "fail" if over else "pass", detail, counts, examples, problems), rows
-
-
 def _count_table(values: Iterable[str], name: str) -> str:
-    counts = Counter(values)
+    counts = Counter(one_line(value) for value in values)  # a category is the user's text: shown on one line
     rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return tabulate(rows, headers=[name, "records"], tablefmt="simple")
 
@@ -167,9 +102,9 @@ def run_check(train_path: Path | None, eval_path: Path | None, params: Path | No
     `repeats` and `leakage` override the profile's train_repeats and eval_leakage when given.
     """
     try:
-        cfg = load_profile(params)
+        cfg = load_config(params)
     except ValueError as exc:  # a missing or malformed profile, an unknown name, a bad value: all named
-        print(f"lib.data check: {exc}", file=sys.stderr)
+        print(f"lib.data_check: {exc}", file=sys.stderr)
         return 2
     repeats = repeats or cfg.train_repeats
     leakage = leakage or cfg.eval_leakage
@@ -199,9 +134,10 @@ def run_check(train_path: Path | None, eval_path: Path | None, params: Path | No
     checks = list(report.checks)
     length_rows, tokenizer_note = [], ""
     try:
-        tokenizer, tokenizer_note = load_profile_tokenizer(cfg, trained_on.records)
-    except TokenizerUnavailable as exc:
-        checks.append(CheckResult("sequence length", "warn", f"token lengths not measured: {exc}", {}))
+        tokenizer, tokenizer_note = resolve_tokenizer(cfg, trained_on.records)
+    except Exception as exc:  # a missing package, a gated model, no network: the files are not at fault
+        checks.append(CheckResult("record lengths", "warn", f"token lengths not measured: the profile's tokenizer "
+                                  f"is not available here ({type(exc).__name__}: {exc})", {}))
     else:
         length_check, length_rows = measure_lengths(trained_on, eval_set, tokenizer, cfg.max_seq_length)
         checks.append(length_check)
@@ -240,7 +176,7 @@ def _finish(problems: list[str], json_path: Path | None, data: dict | None) -> i
         json_path.write_text(json.dumps(data or {"ok": False, "problems": problems}, indent=2, ensure_ascii=False)
                              + "\n", encoding="utf-8")
     if problems:
-        print(f"\nA run would refuse these files ({len(problems)} problems):")
+        print(f"\nA run would refuse these files ({len(problems)} {'problem' if len(problems) == 1 else 'problems'}):")
         print("\n".join(f"  {problem}" for problem in problems))
         return 1
     print("\nA run would accept these files.")
@@ -248,19 +184,22 @@ def _finish(problems: list[str], json_path: Path | None, data: dict | None) -> i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.data", description="Check data files before a run.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="run pre-flight's data checks and show the data, without a run")
-    check.add_argument("--train", type=Path, help="training traces (JSONL); default: the profile's train_file")
-    check.add_argument("--eval", type=Path, help="eval set (JSONL); default: the profile's eval_file")
-    check.add_argument("--params", type=Path,
-                       help="profile (params/*.yaml) on top of the official defaults: tokenizer, max_seq_length, "
-                       "data policy")
-    check.add_argument("--repeats", choices=REPEAT_POLICIES,
-                       help="training prompts that repeat an earlier one: keep or drop (default: the profile's "
-                       "train_repeats)")
-    check.add_argument("--leakage", choices=LEAKAGE_POLICIES,
-                       help="eval prompts found in training: fail or report (default: the profile's eval_leakage)")
-    check.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    parser = argparse.ArgumentParser(prog="python -m lib.data_check", description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=Path, help="training traces (JSONL); default: the profile's train_file")
+    parser.add_argument("--eval", type=Path, help="eval set (JSONL); default: the profile's eval_file")
+    parser.add_argument("--params", type=Path,
+                        help="profile (params/*.yaml) on top of the official defaults: tokenizer, max_seq_length, "
+                        "data policy (default: the official contract)")
+    parser.add_argument("--repeats", choices=REPEAT_POLICIES,
+                        help="training prompts that repeat an earlier one: keep or drop (default: the profile's "
+                        "train_repeats)")
+    parser.add_argument("--leakage", choices=LEAKAGE_POLICIES,
+                        help="eval prompts found in training: fail or report (default: the profile's eval_leakage)")
+    parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     args = parser.parse_args(argv)
+    utf8_output()
     return run_check(args.train, args.eval, args.params, args.repeats, args.leakage, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedTokenizerBase
 
+from lib.data import EXAMPLES, CheckResult, DataFile
+
 # Ordinary (non-special) tokens: decoding with skip_special_tokens keeps them in the output.
 RESPONSE_TAGS = ("<reasoning>", "</reasoning>", "<answer>", "</answer>")
 START_OF_TURN = "<start_of_turn>"
@@ -70,3 +72,28 @@ def encode_traces(traces: list[dict], tokenizer: PreTrainedTokenizerBase, max_se
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Generation ends at end-of-turn or end-of-sequence, whichever comes first."""
     return [tokenizer.convert_tokens_to_ids(END_OF_TURN), tokenizer.eos_token_id]
+
+
+def check_record_lengths(train: DataFile, tokenizer: PreTrainedTokenizerBase,
+                         max_seq_length: int) -> tuple[CheckResult, list[int]]:
+    """Every training record, encoded as training encodes it, within max_seq_length (records are never truncated).
+
+    The one length check: pre-flight's and the data check's. Also returns each record's length in tokens; the
+    counts hold the longest record and the longest response (the positions the loss reads), which the memory
+    estimate needs.
+    """
+    examples = [encode_trace(trace, tokenizer) for trace in train.records]
+    lengths = [len(example["input_ids"]) for example in examples]
+    response = max(sum(label != IGNORE_INDEX for label in example["labels"]) for example in examples)
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    over = [(line, length) for line, length in zip(train.lines, lengths) if length > max_seq_length]
+    detail = (f"longest record {lengths[longest]} tokens ({train.path.name} line {train.lines[longest]}), longest "
+              f"response {response}; max_seq_length {max_seq_length} (records are never truncated)")
+    if over:
+        detail = f"{len(over)} of {len(lengths)} training records over max_seq_length {max_seq_length}; {detail}"
+    problems = [f"{train.path.name} line {line}: {length} tokens, over max_seq_length {max_seq_length}; raise "
+                "max_seq_length rather than cut the answer off" for line, length in over]
+    counts = {"records": len(lengths), "over_max_seq_length": len(over), "longest_tokens": lengths[longest],
+              "longest_response_tokens": response}
+    examples_over = [{"kind": "over_max_seq_length", "line": line, "tokens": length} for line, length in over[:EXAMPLES]]
+    return CheckResult("record lengths", "fail" if over else "pass", detail, counts, examples_over, problems), lengths

@@ -1,4 +1,4 @@
-"""The training worker: `python -m lib.trainer RUN_DIR MODEL_SOURCE`, started by lib.training.train.
+"""The training worker: `python -m lib.training_worker RUN_DIR MODEL_SOURCE`, started by lib.training.train.
 
 One training run through the Hugging Face Trainer, in one process or, under torchrun, in one per
 device: the Trainer then runs DDP (or FSDP2 with `sharding: fsdp`) and each rank trains on its own
@@ -38,9 +38,10 @@ from lib.contract import CHECKPOINTS, CONFIG, FINAL_MODEL, PREFLIGHT, TRAINING_L
 from lib.data import load_training_records
 from lib.evidence import read_json, write_json
 from lib.launcher import join_processes, leave_process_group, process_group_backend, worker_main
-from lib.modeling import DTYPES, load_model, load_tokenizer
-from lib.render import IGNORE_INDEX, encode_traces
-from lib.throughput import Peak, bfloat16_matmuls, measure_peak_flops, model_flops_utilization, peak_memory, reset_peak_memory
+from lib.model_loading import DTYPES, load_model, load_tokenizer
+from lib.prompt_format import IGNORE_INDEX, encode_traces
+from lib.cpu_bfloat16 import bfloat16_matmuls
+from lib.throughput import Peak, measure_peak_flops, model_flops_utilization, peak_memory, reset_peak_memory
 
 PACK_SEQUENCES = False  # decided by measurement: see build_collator and docs/BENCHMARKS.md
 STEP_WRITE_INTERVAL_S = 1.0  # how often training_metrics.json is rewritten between logging steps
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model_source", help="hub id or local folder, as resolved by pre-flight")
     args = parser.parse_args(argv)
     return worker_main(lambda: run_training(
-        RunConfig.from_parameters(read_json(args.run_dir / CONFIG)["parameters"]), args.run_dir, args.model_source))
+        RunConfig.load(args.run_dir), args.run_dir, args.model_source))
 
 
 if __name__ == "__main__":

@@ -17,11 +17,9 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 
 from lib.config import BUILT_MODELS, REPO_ROOT
-from lib.modeling import DTYPES
-from lib.render import END_OF_TURN, RESPONSE_TAGS, START_OF_TURN, render_prompt, render_response
+from lib.model_loading import DTYPES
+from lib.prompt_format import END_OF_TURN, RESPONSE_TAGS, START_OF_TURN, render_prompt, render_response
 
-MODEL_CONFIG = REPO_ROOT / "models" / BUILT_MODELS["embedded"] / "config.json"
-GEMMA_2B_CONFIG = REPO_ROOT / "models" / BUILT_MODELS["gemma-2b-shape"] / "config.json"
 # Gemma's own ids for the first four special tokens, so ids mean the same as in Gemma.
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", START_OF_TURN, END_OF_TURN]
 # Random bytes are drawn in slices of this many weights (16 MB), so no matrix needs a second copy of itself.
@@ -67,7 +65,7 @@ def build_tokenizer(traces: list[dict], vocab_size: int) -> PreTrainedTokenizerF
 
 def build_model_from_config(config_path: Path, traces: list[dict], seed: int, dtype: str, out_dir: Path) -> Path:
     """Build the architecture in `config_path` with seeded random weights in `dtype` (a key of
-    lib.modeling.DTYPES) and a tokenizer trained on `traces`; save both to `out_dir`.
+    lib.model_loading.DTYPES) and a tokenizer trained on `traces`; save both to `out_dir`.
 
     The embedding keeps the config's `vocab_size` rows even where the data-trained tokenizer is
     smaller (Gemma 2B: 256,000 rows for ~1,570 tokens), so the memory is the architecture's.
@@ -94,11 +92,6 @@ def read_config(config_path: Path, tokenizer: PreTrainedTokenizerFast | None = N
         config.bos_token_id = tokenizer.bos_token_id
         config.eos_token_id = tokenizer.eos_token_id
     return config
-
-
-def build_embedded_model(traces: list[dict], seed: int, out_dir: Path) -> Path:
-    """The tiny default model (float32, as its profile trains it) and its tokenizer, in `out_dir`."""
-    return build_model_from_config(MODEL_CONFIG, traces, seed, "float32", out_dir)
 
 
 @torch.no_grad()

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from lib.embedded import build_embedded_model
-from lib.modeling import load_tokenizer
-from lib.render import (
-    END_OF_TURN, IGNORE_INDEX, RESPONSE_TAGS, encode_prompt, encode_trace, encode_traces,
-    render_prompt, render_response, stop_token_ids,
+from lib.model_loading import load_tokenizer
+from lib.prompt_format import (
+    END_OF_TURN,
+    IGNORE_INDEX,
+    RESPONSE_TAGS,
+    encode_prompt,
+    encode_trace,
+    encode_traces,
+    render_prompt,
+    render_response,
+    stop_token_ids,
 )
+from tests.conftest import build_embedded
 
 TRACE = {
     "prompt": "A car travels at 45 km/h for 3 hours. How far does it go?  😀",
@@ -26,7 +33,7 @@ def tokenizer(tmp_path_factory):
     traces = [
         {**TRACE, "prompt": f"What is {a} + {b}?", "final_answer": str(a + b)} for a in range(12) for b in range(12)
     ] + [TRACE]
-    folder = build_embedded_model(traces, seed=0, out_dir=tmp_path_factory.mktemp("embedded"))
+    folder = build_embedded(traces, seed=0, out_dir=tmp_path_factory.mktemp("embedded"))
     return load_tokenizer(str(folder))
 
 

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from transformers.utils import logging as transformers_logging
 
 from lib.config import RunConfig
-from lib.render import RESPONSE_TAGS
+from lib.prompt_format import RESPONSE_TAGS
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 # Loading and saving bars would fill the notebook and the HTML report with carriage returns.

@@ -1,0 +1,104 @@
+"""The demo as `make demo` runs it, read by every test that needs a real completed run (minutes, CPU only).
+
+One file, so that one test process builds the demo once while the other runs the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lib.config import REPO_ROOT
+from lib.contract import REQUIRED_ALWAYS, REQUIRED_ON_SUCCESS, STATEMENTS
+from lib.evidence import sha256_file
+from tests.browser import WIDTHS, on_first_screen, open_report, percent, sha256
+
+pytestmark = pytest.mark.notebook
+MAX_PAGE_HEIGHT = 8000  # px at 1400 wide
+MAX_REPORT_BYTES = 2 * 2**20
+
+
+def read(run_dir: Path, name: str) -> dict:
+    return json.loads((run_dir / name).read_text(encoding="utf-8"))
+
+
+def test_demo_leaves_the_complete_evidence_set(demo_run):
+    run_dir, stdout = demo_run
+    for name in REQUIRED_ALWAYS + REQUIRED_ON_SUCCESS + ("run.ipynb", "run.html", "loss_curve.png", "manifest.json"):
+        assert (run_dir / name).is_file(), name
+    assert not (run_dir / "failure_analysis.md").exists()
+    assert f"Report: {run_dir / 'run.html'}" in stdout
+    assert "step  1500/1500" in stdout  # training progress streamed to the terminal live
+    summary = (run_dir / "m44_summary.md").read_text(encoding="utf-8").splitlines()
+    assert all(line in summary for line in STATEMENTS)
+    manifest = {f["path"]: f["sha256"] for f in read(run_dir, "manifest.json")["files"]}
+    assert {"run.ipynb", "run.html", "training_metrics.json"} <= set(manifest)
+    assert all(manifest[p] == sha256_file(run_dir / p) for p in manifest)
+
+
+def test_demo_trains_on_the_response_and_learns_the_format(demo_run):
+    run_dir, _ = demo_run
+    metrics = read(run_dir, "training_metrics.json")
+    assert metrics["status"] == "completed" and metrics["steps_completed"] == 1500
+    losses = [h["loss"] for h in metrics["history"]]
+    assert len(losses) == len((run_dir / "training_log.txt").read_text(encoding="utf-8").splitlines())
+    assert losses[-1] < losses[0] / 5
+    results = read(run_dir, "evaluation_results.json")
+    trained, baseline = results["metrics"]["trained"], results["metrics"]["baseline"]
+    assert trained["n"] == baseline["n"] == len(results["items"]) == 100
+    assert trained["format_rate"] >= 0.95
+    assert baseline["format_rate"] < 0.05  # the untrained model has not seen the format
+    for label in ("baseline", "trained"):
+        scored = [item[label] for item in results["items"]]
+        assert all({"output", "correct", "format_ok", "tokens"} <= set(s) for s in scored)
+        assert results["metrics"][label]["accuracy"] == sum(s["correct"] for s in scored) / 100
+        assert results["metrics"][label]["format_rate"] == sum(s["format_ok"] for s in scored) / 100
+    stopped = [item["trained"]["stopped"] for item in results["items"]]
+    assert sum(stopped) >= 95  # it learned to stop: end-of-turn or EOS, not the token budget
+
+
+def test_demo_records_its_measured_memory_peak_under_the_pre_flight_estimate(demo_run):
+    run_dir, _ = demo_run
+    memory = read(run_dir, "training_metrics.json")["memory"]
+    estimate = read(run_dir, "preflight.json")["memory_estimate"]
+    assert memory["kind"] == "cpu_rss" and memory["estimate_bytes"] == estimate["total"]
+    assert 0 < memory["peak_bytes"] <= memory["estimate_bytes"]  # the estimate never undercounts
+    assert read(run_dir, "m44_summary.json")["memory"] == memory
+    summary = (run_dir / "m44_summary.md").read_text(encoding="utf-8")
+    assert "x the peak" in summary and "- **memory**: peak " in summary
+
+
+def test_completed_report_opens_on_the_outcome_data_numbers_and_chart(browser, demo_run):
+    run_dir, _ = demo_run
+    assert (run_dir / "run.html").stat().st_size < MAX_REPORT_BYTES
+    metrics = json.loads((run_dir / "training_metrics.json").read_text(encoding="utf-8"))
+    evaluation = json.loads((run_dir / "evaluation_results.json").read_text(encoding="utf-8"))["metrics"]
+    for width in WIDTHS:
+        page = open_report(browser, run_dir, width, f"report-completed-{width}.png")
+        assert "COMPLETED" in on_first_screen(page, "outcome")
+        facts = on_first_screen(page, "facts")
+        for name in ("dev-reasoning-v2.jsonl", "eval_v2.jsonl"):
+            assert name in facts and sha256(REPO_ROOT / "data" / name) in facts, (name, facts)
+        history = metrics["history"]
+        assert f"{metrics['steps_completed']} steps" in facts
+        assert f"loss {history[0]['loss']:.4f} (step {history[0]['step']}) → {history[-1]['loss']:.4f}" in facts
+        headline = on_first_screen(page, "headline")
+        for name, key in (("strict accuracy", "accuracy"), ("lenient accuracy", "accuracy_lenient"),
+                          ("format rate", "format_rate")):
+            c = evaluation["comparison"][name.split()[0]]
+            row = (f"{name}\t{percent(evaluation['baseline'][key])}\t{percent(evaluation['trained'][key])}\t"
+                   f"{c['difference'] * 100:+.1f}\t{c['ci_low'] * 100:+.1f} to {c['ci_high'] * 100:+.1f}")
+            assert row in headline, (row, headline)
+        on_first_screen(page, "chart")
+        assert "M44 is post-submission, evidence-only." in page["visible"]
+        assert "M42 remains the authoritative submission artifact." in page["visible"]
+        if width == 1400:
+            assert page["height"] < MAX_PAGE_HEIGHT, f"the page is {page['height']} px tall at {width} px"
+    # The code stays in the notebook and is hidden in the report; the last cell shows no object.
+    notebook = json.loads((run_dir / "run.ipynb").read_text(encoding="utf-8"))
+    html = (run_dir / "run.html").read_text(encoding="utf-8")
+    assert any("Run.start(globals())" in "".join(cell["source"]) for cell in notebook["cells"])
+    assert "Run.start(globals())" not in html
+    assert not [o for cell in notebook["cells"] for o in cell.get("outputs", []) if o["output_type"] == "execute_result"]
