@@ -8,7 +8,7 @@
                     resources, throughput, cpu_bfloat16, snapshot, plots, launcher
     evidence core   config, data, scoring, stats, results, summary, verify, evidence, run_folder, repository,
                     rehearsal (torch-free: `python -m lib.verify` needs neither torch nor a model)
-    leaves          contract, redaction, units, printable, console
+    leaves          contract, redaction, units, printable, console, keep_awake
 
 Each module imports only from its own layer and those below it. Importing the package imports no other module.
 """

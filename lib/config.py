@@ -47,6 +47,9 @@ class RunConfig:
     model_name: str = "google/gemma-2b"
     device: Literal["cuda", "cpu"] = "cuda"
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    # on the CPU, "portable" gives the same numbers on every x86-64 machine (one thread, AVX2 kernels: slower);
+    # "native" uses this machine's threads and kernels (lib/launcher.py, PORTABLE_CPU)
+    cpu_numerics: Literal["native", "portable"] = "native"
     attn_implementation: Literal["eager", "sdpa"] = "eager"
     # data
     train_file: str = "data/dev-reasoning-v2.jsonl"
@@ -164,6 +167,42 @@ def default_parameters() -> dict:
 def resolve_path(value: str | Path) -> Path:
     path = Path(value)
     return path if path.is_absolute() else REPO_ROOT / path
+
+
+def repo_relative(value: str | Path) -> str:
+    """A path that still works (for a parameter, a tool's argument) but names nothing outside the repository:
+    relative to the repository root when inside it, else as it is."""
+    path = Path(value)
+    try:
+        return path.resolve().relative_to(REPO_ROOT.resolve()).as_posix() if path.is_absolute() else path.as_posix()
+    except (ValueError, OSError):
+        return str(path)
+
+
+def display_path(value: str | Path) -> str:
+    """A path as the evidence records it, naming nothing of the user's machine: relative to the repository when
+    inside it (`data/eval_v2.jsonl`), under the home folder as `~/...`, else as it is. Evidence is meant to be shared:
+    `C:\\Users\\<name>\\...` would name the user and their folders."""
+    path = Path(value)
+    if not path.is_absolute():
+        return path.as_posix()
+    for root, shown in ((REPO_ROOT, None), (Path.home(), "~")):
+        try:
+            relative = path.resolve().relative_to(root.resolve())
+        except (ValueError, OSError):
+            continue
+        return relative.as_posix() if shown is None else f"~/{relative.as_posix()}"
+    return str(path)
+
+
+def without_local_paths(text: str) -> str:
+    """`text` (a traceback, a message) with the repository's and the home folder's absolute paths shortened as
+    display_path shortens them."""
+    for root, shown in ((REPO_ROOT, ""), (Path.home(), "~/")):
+        for spelled in {str(root), str(root.resolve())}:
+            if len(spelled) > 1:  # a home folder of "/" would shorten every path
+                text = text.replace(spelled + ("\\" if "\\" in spelled else "/"), shown)
+    return text
 
 
 def load_config(profile: str | Path | None = None, overrides: Mapping | None = None) -> RunConfig:

@@ -177,6 +177,7 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
             "status": metrics["status"],
             "steps_completed": metrics["steps_completed"],
             "runtime_s": metrics["runtime_s"],
+            "skipped_writes": metrics.get("skipped_writes", 0),  # rewrites between steps given up: a file held
             "first": _point(history[0]) if history else None,
             "last": _point(history[-1]) if history else None,
         },

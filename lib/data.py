@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lib.config import display_path
 from lib.scoring import answers_match
 
 EVAL_SECTIONS = ("core", "trace_sensitive", "edge_case")
@@ -64,7 +65,7 @@ class _Record:
         self.path, self.line, self.value = path, line, value
 
     def error(self, message: str, schema: bool = True) -> DataError:
-        return DataError(f"{self.path} line {self.line}: {message}", self.line, message, schema)
+        return DataError(f"{display_path(self.path)} line {self.line}: {message}", self.line, message, schema)
 
     def field(self, container: dict, key: str, expected: type, name: str | None = None) -> object:
         """container[key] if it is present and of the expected type; otherwise a DataError naming the field."""
@@ -121,7 +122,7 @@ def _parse_lines(path: Path, raw: bytes) -> Iterator[_Record | DataError]:
         except UnicodeDecodeError as exc:
             fault = (f"not UTF-8 text (byte 0x{line_bytes[exc.start]:02x} at byte {exc.start + 1} of the line); "
                      "save the file as UTF-8")
-            yield DataError(f"{path} line {number}: {fault}", number, fault)
+            yield DataError(f"{display_path(path)} line {number}: {fault}", number, fault)
             continue
         if number == 1:
             line = line.removeprefix("\ufeff")  # a byte-order mark, as some Windows editors write
@@ -131,7 +132,7 @@ def _parse_lines(path: Path, raw: bytes) -> Iterator[_Record | DataError]:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             fault = f"not valid JSON ({exc.msg} at column {exc.colno})"
-            yield DataError(f"{path} line {number}: {fault}", number, fault)
+            yield DataError(f"{display_path(path)} line {number}: {fault}", number, fault)
             continue
         record = _Record(path, number, value)
         if not isinstance(value, dict):
@@ -155,7 +156,7 @@ class DataFile:
     lines: list[int]  # lines[i] is the line of records[i]
 
     def describe(self) -> dict:
-        return {"path": str(self.path), "sha256": self.sha256, "records": len(self.records)}
+        return {"path": display_path(self.path), "sha256": self.sha256, "records": len(self.records)}
 
 
 # What identifies each schema (a key the other has not), to recognise a file given in the other's place.
@@ -167,7 +168,7 @@ def _load(path: str | Path, what: str, check: Callable[[_Record], dict]) -> Data
     """Read and check every record; raise one DataError naming every malformed line, the same fault once."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {display_path(path)}")
     raw = path.read_bytes()
     records, lines, errors, values = [], [], [], []
     for parsed in _parse_lines(path, raw):
@@ -184,7 +185,7 @@ def _load(path: str | Path, what: str, check: Callable[[_Record], dict]) -> Data
     if errors:
         raise DataError(_describe_errors(path, what, errors, values))
     if not records:
-        raise DataError(f"{path}: {what} holds no records (the file is empty or has only blank lines)")
+        raise DataError(f"{display_path(path)}: {what} holds no records (the file is empty or has only blank lines)")
     return DataFile(path, hashlib.sha256(raw).hexdigest(), records, lines)
 
 
@@ -194,12 +195,12 @@ def _describe_errors(path: Path, what: str, errors: list[DataError], values: lis
     by_fault: dict[str, list[int]] = {}
     for error in errors:
         by_fault.setdefault(error.fault, []).append(error.line)
-    shown = [f"{path} {_lines(numbers)}: {fault}" for fault, numbers in list(by_fault.items())[:MAX_LISTED]]
+    shown = [f"{display_path(path)} {_lines(numbers)}: {fault}" for fault, numbers in list(by_fault.items())[:MAX_LISTED]]
     if len(by_fault) > MAX_LISTED:
         shown.append(f"... and {_plural(len(by_fault) - MAX_LISTED, 'other fault')}")
     other = next(name for name in _SCHEMA_KEYS if name != what)
     if values and all(isinstance(v, dict) and _SCHEMA_KEYS[other] in v for v in values):
-        shown.insert(0, f"{path} holds {other.removesuffix(' file')} records ({_SCHEMA_KEYS[other]!r} on every line), "
+        shown.insert(0, f"{display_path(path)} holds {other.removesuffix(' file')} records ({_SCHEMA_KEYS[other]!r} on every line), "
                         f"not a {what}: are the training and eval files swapped?")
     if any(error.schema for error in errors):
         shown.append(f"({SCHEMA_HELP})")

@@ -1,14 +1,26 @@
-"""Writing evidence files: atomically, in UTF-8, and hashing them for the manifest."""
+"""Writing evidence files: atomically, in UTF-8, through a briefly held file, and hashing them for the manifest."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 from lib.contract import MANIFEST
 from lib.redaction import redact
+
+# On Windows a file another program holds open for a moment (the antivirus scanning it, the search indexer, OneDrive,
+# an editor, a terminal tailing the log) cannot be replaced: os.replace raises PermissionError (WinError 5 or 32)
+# until it lets go. A write waits through these pauses, about 6 s in all, then fails naming the file.
+REPLACE_WAITS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.0)
+LIKELY_HOLDERS = ("an antivirus scan, the search indexer, OneDrive or another sync client, an editor or a viewer that "
+                  "has it open, or a terminal following it (Get-Content -Wait)")
+
+
+class HeldFile(PermissionError):
+    """An evidence file stayed held by another program through every retry; the message names it and who may hold it."""
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -26,11 +38,25 @@ def write_text(path: Path, text: str) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def replace(source: Path, target: Path, waits_s: tuple[float, ...] = REPLACE_WAITS_S) -> None:
+    """os.replace, waiting through a target that another program holds for a moment (see REPLACE_WAITS_S)."""
+    for wait in (*waits_s, None):
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError as exc:
+            if wait is None:
+                raise HeldFile(exc.errno, f"cannot write {target.name} in {target.parent}: another program held it "
+                               f"for {sum(waits_s):.0f} s ({exc.strerror}); likely {LIKELY_HOLDERS}; close it, or add "
+                               "the run folder to the antivirus and indexer exclusions") from None
+            time.sleep(wait)
 
 
 def write_json(path: Path, obj: object) -> Path:

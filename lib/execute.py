@@ -30,9 +30,11 @@ import traceback
 from pathlib import Path
 
 from lib import run_folder
-from lib.config import REPO_ROOT, load_config, parse_override, read_profile, resolve_path
+from lib.config import REPO_ROOT, load_config, parse_override, read_profile, repo_relative, resolve_path
+from lib.console import utf8_output
 from lib.contract import FAILURE_ANALYSIS, NOTEBOOK as NOTEBOOK_NAME, STOP_REQUEST, SUMMARY, SUMMARY_FACTS
 from lib.evidence import write_json, write_manifest, write_text
+from lib.keep_awake import KEEP_AWAKE_ENV, keep_awake
 from lib.rehearsal import RECORD, REHEARSALS, check_armed, record_pass
 from lib.verify import verify
 
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preflight-only", action="store_true",
                         help="rehearse: run M44.0 into a scratch folder under build/rehearsals/, claim nothing")
     args = parser.parse_args(argv)
+    utf8_output()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 
     try:  # every parameter validated before anything is written: a typo never spends the folder
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.run_dir:
             overrides["run_dir"] = str(args.run_dir)
         elif "run_dir" not in {**profile, **overrides} and args.params:
-            overrides["run_dir"] = str(new_run_dir(args.params.stem))
+            overrides["run_dir"] = repo_relative(new_run_dir(args.params.stem))
         cfg = load_config(args.params, overrides)
     except ValueError as exc:
         print(f"lib.execute: parameters: {exc}", file=sys.stderr)
@@ -170,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         stop.claimed(run_dir)
         os.environ[run_folder.TOKEN_ENV] = claim.token  # the kernel inherits it: the claim is the notebook's own
-        return execute(run_dir, {**profile, **overrides, "run_dir": str(run_dir)}, stop)
+        with keep_awake() as awake:
+            os.environ[KEEP_AWAKE_ENV] = awake  # the environment snapshot records it
+            return execute(run_dir, {**profile, **overrides, "run_dir": repo_relative(run_dir)}, stop)
 
 
 def execute(run_dir: Path, params: dict, stop: Stop) -> int:
@@ -221,7 +226,8 @@ def run_notebook(output: Path, params: dict, stop: Stop) -> str | None:
 
         stop.starting = True
         papermill.execute_notebook(
-            str(NOTEBOOK), str(output), parameters=params, cwd=str(REPO_ROOT),
+            # Relative where it can be: papermill records both paths in run.ipynb, evidence that names no user folder.
+            _from_here(NOTEBOOK), _from_here(output), parameters=params, cwd=str(REPO_ROOT),
             kernel_manager_class=stop.manager_class(),
             log_output=True, progress_bar=False,  # cell output streams to this terminal live
         )
@@ -235,6 +241,14 @@ def run_notebook(output: Path, params: dict, stop: Stop) -> str | None:
     finally:
         stop.starting = False
     return None
+
+
+def _from_here(path: Path) -> str:
+    """`path` relative to this process's working folder when inside it (as papermill resolves it), else as it is."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def document_late_failure(run_dir: Path, phase: str, exc: BaseException) -> str | None:

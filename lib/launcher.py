@@ -5,9 +5,9 @@
         --tee 3 --log-dir <temporary> -m lib.training_worker RUN_DIR ...           num_processes: N > 1
 
 The kernel prints every line a worker writes; torchrun prefixes each rank's lines with `[rankR]: `.
-A worker exits 0 when done, 1 after an exception (its traceback printed and, under torchrun, recorded
-in the rank's error file by torch's `record`), 130 when interrupted (Ctrl-C, SIGTERM); a crash ends it
-with a signal. torchrun turns any of these into its own exit code 1 and prints a summary of the
+A worker exits 0 when done, 1 after an exception (its traceback printed and recorded in an error file by
+torch's `record`: torchrun names one per rank, run_worker one for a single process), 130 when interrupted
+(Ctrl-C, SIGTERM, Ctrl-Break); a crash ends it with a signal (POSIX) or an NTSTATUS code (Windows). torchrun turns any of these into its own exit code 1 and prints a summary of the
 failed ranks; `Ended.failures` reads that summary and the ranks' error files back into causes, and
 puts the rank whose failure started it all first: a rank torchrun stopped because another had
 failed (exit 130), or one whose collective lost its peer, is a consequence, not the cause.
@@ -30,7 +30,7 @@ from typing import Callable
 
 import psutil
 
-from lib.config import REPO_ROOT
+from lib.config import REPO_ROOT, RunConfig
 
 INTERRUPTED_EXIT = 130  # a worker's exit code when stopped by Ctrl-C or SIGTERM (the shell convention)
 STOP_GRACE_S = 60  # how long an interrupted worker gets to write its metrics; torchrun's own grace is 30 s
@@ -41,6 +41,27 @@ RANK_PREFIX = "[rank${rank}]: "
 # or (gloo's TCP transport) with a RuntimeError saying the connection closed.
 PEER_LOST_ERRORS = ("DistError", "DistBackendError", "DistNetworkError", "DistStoreError")
 PEER_LOST_TEXT = ("Connection closed by peer", "Connection reset by peer")
+WINDOWS = sys.platform == "win32"
+# The signals that ask a worker to stop, as Ctrl-C does: SIGTERM (a scheduler, torchrun, lib.execute) and on Windows
+# SIGBREAK, which Python raises for Ctrl-Break and for a console being closed.
+STOP_SIGNALS = ("SIGTERM", "SIGBREAK")
+# What makes a CPU run's numbers the same on every x86-64 machine (parameter cpu_numerics: portable). One thread:
+# torch splits its reductions (a norm's weight gradient over the tokens, say) by the thread count, so two threads
+# round differently from one. The AVX2 kernels, of torch (ATEN_CPU_CAPABILITY) and of MKL's GEMM (MKL_CBWR), on
+# every CPU that has them: an AVX-512 or AMX machine would otherwise accumulate in another order.
+PORTABLE_CPU = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+# Windows' exit codes for a process that crashed or was stopped (NTSTATUS values), in words.
+WINDOWS_EXITS = {
+    0xC0000005: "an access violation (a crash in native code)",
+    0xC000013A: "Ctrl-C or the console closed (STATUS_CONTROL_C_EXIT)",
+    0xC0000409: "a stack buffer overrun (a crash in native code)",
+    0xC00000FD: "a stack overflow",
+    0xC0000017: "running out of memory (STATUS_NO_MEMORY)",
+    0xC0000374: "a corrupted heap",
+    0xC000001D: "an illegal instruction (a build for another CPU)",
+    0xC0000094: "an integer division by zero in native code",
+    0xE06D7363: "an uncaught C++ exception in native code",
+}
 
 
 def backend(device: str) -> str:
@@ -81,8 +102,8 @@ class Ended:
 
     def cause(self, recorded: str | None = None) -> str:
         """One line: the failed rank and why; `recorded` is what the worker itself wrote down (rank 0 under torchrun)."""
-        if self.num_processes == 1:
-            return recorded or describe_exit(self.returncode, self.what)
+        if self.num_processes == 1:  # what the worker wrote down, else what `record` saw, else the exit code
+            return recorded or (self.failures[0].cause if self.failures else describe_exit(self.returncode, self.what))
         if self.failures:
             root = self.failures[0]
             return f"rank {root.rank} of {self.num_processes}: {root.cause}"
@@ -97,6 +118,11 @@ class Ended:
         return "\n".join(lines)
 
 
+def worker_environment(cfg: RunConfig) -> dict[str, str]:
+    """What a worker's environment adds for this run: the portable CPU numerics when the run asks for them."""
+    return dict(PORTABLE_CPU) if cfg.device == "cpu" and cfg.cpu_numerics == "portable" else {}
+
+
 def worker_command(module: str, args: list[str], num_processes: int, log_dir: Path) -> list[str]:
     """The command line: the module itself, or torchrun starting it once per process."""
     if num_processes == 1:
@@ -109,18 +135,26 @@ def worker_command(module: str, args: list[str], num_processes: int, log_dir: Pa
     ]
 
 
-def run_worker(module: str, args: list[str], num_processes: int, what: str) -> Ended:
-    """Start the worker, print its output as it comes, and wait; Ctrl-C stops every process of it and re-raises."""
+def run_worker(module: str, args: list[str], num_processes: int, what: str, extra_env: dict | None = None) -> Ended:
+    """Start the worker, print its output as it comes, and wait; Ctrl-C stops every process of it and re-raises.
+
+    The worker runs in a process group of its own: a console's Ctrl-C reaches the kernel's handler, which then
+    asks the worker to stop (`stop`), instead of killing it mid-write.
+    """
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1",
-           "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": RANK_PREFIX}
-    if sys.platform == "win32":
+           "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": RANK_PREFIX, **(extra_env or {})}
+    if WINDOWS:
         env["USE_LIBUV"] = "0"  # Windows builds of torch have no libuv, which torchrun's store uses by default
     # Outside the run folder: torchrun's per-rank logs duplicate what the notebook prints, and the error
     # files are read back into the evidence below.
     with tempfile.TemporaryDirectory(prefix="m44-torchrun-", ignore_cleanup_errors=True) as log_dir:
+        error_file = Path(log_dir) / "error.json"
+        if num_processes == 1:  # torch's `record` writes a single worker's exception here, as torchrun's ranks do
+            env["TORCHELASTIC_ERROR_FILE"] = str(error_file)
+        group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if WINDOWS else {"start_new_session": True}
         worker = subprocess.Popen(
             worker_command(module, args, num_processes, Path(log_dir)), cwd=REPO_ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace", **group,
         )
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         # torchrun's failure summary comes last, but a rank's traceback in it can run to many lines.
@@ -134,15 +168,24 @@ def run_worker(module: str, args: list[str], num_processes: int, what: str) -> E
         except KeyboardInterrupt:  # Ctrl-C / "interrupt kernel": stop the worker cleanly, then let the caller record it
             stop(worker)
             raise
-        failures = read_failures("".join(summary), what) if num_processes > 1 and returncode != 0 else ()
+        failures = ()
+        if returncode != 0:
+            failures = (read_failures("".join(summary), what) if num_processes > 1
+                        else tuple(f for f in [read_error_file(error_file, 0, returncode)] if f))
     return Ended(returncode, "".join(tail), num_processes, what, failures)
 
 
 def stop(worker: subprocess.Popen) -> None:
-    """SIGTERM lets the worker (or torchrun, which passes it on to every rank) write its metrics; after the
-    grace period, whatever is left of the process tree is killed. On Windows terminate() ends it at once."""
-    children = _children(worker.pid)  # before terminating: an orphaned rank can no longer be found from here
-    worker.terminate()
+    """Ask the worker to stop, as Ctrl-C would, so it writes its metrics; after the grace period, kill what is left.
+
+    SIGTERM on POSIX (torchrun passes it on to every rank); Ctrl-Break to the worker's process group on Windows,
+    where terminate() would end it at once without running a handler.
+    """
+    children = _children(worker.pid)  # before asking: an orphaned rank can no longer be found from here
+    if WINDOWS:
+        worker.send_signal(signal.CTRL_BREAK_EVENT)
+    else:
+        worker.terminate()
     try:
         worker.wait(timeout=STOP_GRACE_S)
     except subprocess.TimeoutExpired:
@@ -163,11 +206,25 @@ def _children(pid: int) -> list[psutil.Process]:
 
 
 def describe_exit(returncode: int, what: str) -> str:
+    """A worker's exit code in words: a POSIX signal, a Windows crash code, or the interrupt convention."""
     if returncode < 0:  # POSIX: killed by a signal the process could not handle
         return f"{what} killed by {signal.Signals(-returncode).name} (out-of-memory killer, segfault or kill)"
     if returncode == INTERRUPTED_EXIT:
-        return f"{what} interrupted (Ctrl-C or SIGTERM)"
+        return f"{what} interrupted (Ctrl-C, Ctrl-Break or SIGTERM)"
+    if (code := returncode & 0xFFFFFFFF) in WINDOWS_EXITS:  # Windows reports NTSTATUS codes, as large numbers
+        return f"{what} ended by {WINDOWS_EXITS[code]} (exit code 0x{code:08X})"
     return f"{what} exited with code {returncode} without recording a cause"
+
+
+def read_error_file(path: Path, rank: int, exitcode: int) -> RankFailure | None:
+    """The exception torch's `record` wrote for a worker (message and traceback), or None when it wrote none."""
+    if not path.is_file():
+        return None
+    message = json.loads(path.read_text(encoding="utf-8"))["message"]
+    if not isinstance(message, dict):
+        return None
+    text, trace = message["message"], message.get("extraInfo", {}).get("py_callstack", "")
+    return RankFailure(rank, exitcode, text.splitlines()[0] if text else f"exit code {exitcode}", trace)
 
 
 # One failed rank in torchrun's summary (torch.distributed.elastic.multiprocessing.errors.ChildFailedError).
@@ -197,12 +254,8 @@ def read_failures(output: str, what: str) -> tuple[RankFailure, ...]:
 
 def _failure(match: re.Match, what: str) -> RankFailure:
     rank, exitcode = int(match["rank"]), int(match["exitcode"])
-    error_file = Path(match["error_file"].strip())
-    if error_file.is_file():  # written by torch's `record` in the worker: the exception and its traceback
-        message = json.loads(error_file.read_text(encoding="utf-8"))["message"]
-        if isinstance(message, dict):
-            text, trace = message["message"], message.get("extraInfo", {}).get("py_callstack", "")
-            return RankFailure(rank, exitcode, text.splitlines()[0] if text else f"exit code {exitcode}", trace)
+    if recorded := read_error_file(Path(match["error_file"].strip()), rank, exitcode):
+        return recorded
     if exitcode == INTERRUPTED_EXIT:
         return RankFailure(rank, exitcode, "interrupted by SIGTERM (stopped by torchrun, or Ctrl-C)")
     return RankFailure(rank, exitcode, describe_exit(exitcode, what))
@@ -248,12 +301,14 @@ def leave_process_group(processes) -> None:
 def worker_main(body: Callable[[], object]) -> int:
     """Run a worker's body under the exit protocol above and return its exit code.
 
-    An exception goes through torch's `record`, which writes it to the error file torchrun gave this
-    rank (nothing without torchrun), and is printed; a polite stop (SIGTERM) ends it as Ctrl-C does.
+    An exception goes through torch's `record`, which writes it to the error file run_worker or torchrun named,
+    and is printed; a polite stop (SIGTERM, and on Windows Ctrl-Break or the console closing) ends it as Ctrl-C does.
     """
     from torch.distributed.elastic.multiprocessing.errors import record  # the worker's import, not the kernel's
 
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):  # SIGBREAK exists on Windows only
+            signal.signal(getattr(signal, name), _stop_as_interrupt)
     try:
         record(body)()
     except KeyboardInterrupt:
@@ -264,7 +319,7 @@ def worker_main(body: Callable[[], object]) -> int:
     return 0
 
 
-def _sigterm_as_interrupt(signum, frame):
+def _stop_as_interrupt(signum, frame):
     # Once: torchrun or a scheduler may send the same signal again while the metrics are being written.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signum, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")

@@ -19,7 +19,7 @@ from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 from transformers import PreTrainedTokenizerBase
 
 from lib import gguf_model
-from lib.config import BUILT_MODELS, RunConfig, resolve_path
+from lib.config import BUILT_MODELS, RunConfig, display_path, resolve_path
 from lib.contract import BASE_MODEL
 from lib.model_builder import build_model_from_config, build_tokenizer, model_config_path, read_config
 from lib.model_loading import load_tokenizer
@@ -66,7 +66,7 @@ def existing_model_source(cfg: RunConfig) -> ModelSource:
         return ModelSource(str(folder), gguf_model.describe(folder), provenance_dir=folder)
     local = resolve_path(cfg.model_name)  # a relative folder is relative to the repository, as data files are
     if local.is_dir():
-        return ModelSource(str(local), f"local folder {local}")
+        return ModelSource(str(local), f"local folder {display_path(local)}")
     if _looks_like_a_path(cfg.model_name):
         raise FileNotFoundError(
             f"model folder {cfg.model_name} does not exist (parameter 'model_name'); "

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import psutil
 import torch
 
-from lib.config import RunConfig
+from lib.config import RunConfig, resolve_path
 from lib.contract import DATA_REPORT, PREFLIGHT
 from lib.data import (
     CheckResult, DataFile, apply_repeat_policy, check_data, check_eval_items, check_leakage, check_training_prompts,
@@ -34,18 +34,19 @@ from lib.model_source import ModelSource, resolve_model_source
 from lib.model_loading import load_model, load_tokenizer
 from lib.prompt_format import check_record_lengths, encode_prompt
 from lib.resources import BYTES, Footprint, count_parameters, estimate_training_memory
-from lib.run_folder import check_location, refuse_used_folder
+from lib.repository import UNKNOWN_COMMIT, describe_repository
+from lib.run_folder import check_location, is_official, refuse_used_folder
 from lib.snapshot import append_model_provenance, nvidia_gpus, write_env_snapshot, write_gpu_snapshot
 from lib.units import GIB, format_size
 
 CUDA_INDEX = "https://download.pytorch.org/whl/cu128"  # the first CUDA build with sm_120 (RTX 5090) kernels
+WINDOWS = sys.platform == "win32"
 
 
 @dataclass(frozen=True)
 class Prepared:
     """Everything the later phases take from pre-flight."""
 
-    eval_items: list[dict]
     model_source: str  # a hub id or a local folder, loaded the same way either way
 
 
@@ -109,6 +110,8 @@ def run_preflight(cfg: RunConfig, run_dir: Path, rehearsal_for: Path | None = No
     checks = Checks()
     device = checks.run("device", check_device, cfg)
     checks.run("CUDA architecture", check_cuda_arch, cfg, device)
+    checks.run("CPU numerics", check_cpu_numerics, cfg)
+    checks.run("repository", check_repository, cfg, run_dir)
     train = checks.run("training data", load_data, load_trace_file, cfg.path("train_file"))
     eval_set = checks.run("eval data", load_data, load_eval_file, cfg.path("eval_file"))
     checks.run("training prompts", check_training_prompts, train, cfg.train_repeats)
@@ -129,7 +132,7 @@ def run_preflight(cfg: RunConfig, run_dir: Path, rehearsal_for: Path | None = No
     estimate = per_device(footprint, cfg, model.source).to_dict() if isinstance(footprint, Footprint) else None
     write_json(run_dir / PREFLIGHT, {"checks": checks.records, "memory_estimate": estimate})
     checks.raise_if_failed()
-    return Prepared(eval_items=eval_set.records, model_source=model.source)
+    return Prepared(model_source=model.source)
 
 
 def install_command() -> str:
@@ -140,6 +143,10 @@ def install_command() -> str:
 
 def check_device(cfg: RunConfig) -> tuple[str, str]:
     n = cfg.num_processes
+    if n > 1 and WINDOWS:
+        # torchrun on Windows (gloo only, no libuv rendezvous) has not run here yet: refused, not risked.
+        raise RuntimeError(f"num_processes is {n}: several processes through torchrun have not been tested on "
+                           "Windows (gloo only, no libuv rendezvous); set num_processes: 1, or run on Linux")
     if cfg.device == "cpu":
         if n == 1:
             return "cpu", "CPU run (device: cpu)"
@@ -211,6 +218,35 @@ def check_cuda_arch(cfg: RunConfig, device: str) -> str:
             f"(the RTX 5090 needs a cu128 or newer wheel): {install_command()}"
         )
     return f"{sm} is in the torch build's list ({' '.join(archs)})"
+
+
+def check_repository(cfg: RunConfig, run_dir: Path) -> CheckResult:
+    """The commit the evidence names and the state the repository guard compares: git must be able to tell them."""
+    repository = describe_repository(run_dir)
+    if repository["commit"] != UNKNOWN_COMMIT:
+        state = "with uncommitted changes (recorded)" if repository["dirty"] else "no uncommitted changes"
+        return CheckResult("repository", "pass", f"commit {repository['commit'][:12]}, {state}", {})
+    why = ("git cannot name the commit (git is not on PATH, or this is not a git checkout): the evidence could not say "
+           "which code ran, and the repository guard could not see a change outside the run folder")
+    if is_official(resolve_path(cfg.run_dir)):
+        return CheckResult("repository", "fail", f"{why}; an official run needs both: install Git (on Windows Git for "
+                           "Windows, with git on PATH) and run from a clone of the repository", {})
+    return CheckResult("repository", "warn", f"{why} (an official run would fail here)", {})
+
+
+def check_cpu_numerics(cfg: RunConfig) -> CheckResult:
+    """Whether a CPU run's numbers will be the same on other machines (parameter cpu_numerics; lib/launcher.py)."""
+    if cfg.device != "cpu":
+        return CheckResult("CPU numerics", "pass", "not used (device: cuda): the numbers are this GPU's", {})
+    capability = torch.backends.cpu.get_cpu_capability()
+    if cfg.cpu_numerics == "native":
+        return CheckResult("CPU numerics", "pass", f"native: {torch.get_num_threads()} threads, {capability} kernels; "
+                           "another machine or thread count may give slightly other numbers", {})
+    if capability not in ("AVX2", "AVX512"):  # not an x86-64 CPU with AVX2
+        return CheckResult("CPU numerics", "warn", f"portable asked for, but this CPU has no AVX2 ({capability}): the "
+                           "workers run its own kernels, and its numbers may differ from other machines'", {})
+    return CheckResult("CPU numerics", "pass", "portable: the workers run one thread and the AVX2 kernels (this CPU: "
+                       f"{capability}), so any x86-64 machine with AVX2 gives the same numbers", {})
 
 
 def load_data(loader: Callable[[Path], DataFile], path: Path) -> tuple[DataFile, str]:

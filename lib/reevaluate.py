@@ -21,11 +21,13 @@ command says why and scores --model alone. --baseline none skips it; a folder or
 run folder (any folder above it holding m44_summary.md or manifest.json): a finished run's
 evidence is never added to or changed.
 
-What it writes into --out: evaluation_results.json, evaluation_summary.md and comparison.png, the
-same files a run writes: --model is labelled "trained" and the base model "baseline", so `metrics`
-and `items` read as in a run's file. Without a baseline, `metrics` has no "baseline" and no
-"comparison", `models` is ["trained"] and there is no chart. The file adds `reevaluation` (model
-folder, the baseline and how it was found, eval file and its sha256, the resolved parameters).
+The evaluation itself is a run's: the evaluation worker (lib/evaluation_worker.py) with the run's
+environment, on the items eval_limit keeps. What it writes into --out: evaluation_results.json,
+evaluation_summary.md and comparison.png, the same files a run writes: --model is labelled "trained" and
+the base model "baseline", so `metrics` and `items` read as in a run's file. Without a baseline, `metrics`
+has no "baseline" and no "comparison", `models` is ["trained"] and there is no chart. Beside them:
+config.json (the resolved parameters) and reevaluation.json (model folder, the baseline and how it was
+found, eval file, its sha256 and its item count).
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ from pathlib import Path
 import torch
 
 from lib.config import RunConfig, load_config
+from lib.console import utf8_output
 from lib.contract import BASE_MODEL, CHECKPOINTS, MANIFEST, SUMMARY
 from lib.data import DataError, load_eval, load_traces
-from lib.evaluation import evaluate_models
-from lib.evidence import sha256_file
+from lib.evaluation import EvaluationFailed, evaluate_in_worker
+from lib.evidence import sha256_file, write_json
 from lib.model_source import resolve_model_source
 
+REEVALUATION = "reevaluation.json"  # what was evaluated, against which baseline, on which file (--out only)
 # Files whose presence marks a run folder as finished (consolidation writes them last).
 FINISHED_MARKERS = (SUMMARY, MANIFEST)
 
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the base model to compare with: auto (default: the run's base_model/, else the "
                              "profile's model), none, or a model folder or hub id")
     args = parser.parse_args(argv)
+    utf8_output()
     model, eval_file, out = (p if p.is_absolute() else Path.cwd() / p for p in (args.model, args.eval_file, args.out))
 
     if not (model / "config.json").is_file():
@@ -115,14 +120,19 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     baseline, how = find_baseline(args.baseline, model, args.params, out)
     print(f"baseline: {baseline or '-'} ({how})", flush=True)
-    sources = {label: source for label, source in (("baseline", baseline), ("trained", str(model))) if source}
-    evaluate_models(cfg, sources, eval_items, out, extra={"reevaluation": {
+    write_json(out / REEVALUATION, {
         "model": str(model),
         "baseline": {"model": baseline, "how": how},
         "eval_file": str(eval_file),
         "eval_file_sha256": sha256_file(eval_file),
-        "parameters": cfg.to_dict(),
-    }})
+        "items_in_file": len(eval_items),
+    })
+    cfg.save(out)  # the evaluation worker's parameters, as in a run folder
+    sources = {label: source for label, source in (("baseline", baseline), ("trained", str(model))) if source}
+    try:
+        evaluate_in_worker(cfg, out, sources)
+    except EvaluationFailed as exc:
+        raise SystemExit(f"lib.reevaluate: the evaluation failed: {exc}") from None
     print(f"Results: {out}")
     return 0
 

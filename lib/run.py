@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lib import consolidation, run_folder
-from lib.config import RunConfig, collect_parameters, resolve_path, save_invalid_parameters
+from lib.config import (
+    RunConfig, collect_parameters, display_path, resolve_path, save_invalid_parameters, without_local_paths,
+)
 from lib.contract import NOTEBOOK, PHASES, STOP_REQUEST
 from lib.evidence import read_json, write_json
 from lib.interactive import HOW_TO_STEP_THROUGH, Interactive, Kernel, identify_kernel
@@ -115,7 +117,7 @@ class Run:
             if run_folder.is_official(run_dir):
                 run.rehearsal = arming(run.cfg) or "no passing rehearsal found when the notebook started"
             run._record("parameters", "completed", t0)
-            print(f"Run folder: {run.dir}")
+            print(f"Run folder: {display_path(run.dir)}")
         run.save_config()
         return run
 
@@ -242,7 +244,7 @@ class Run:
         if exc is not None:
             record.cause = self._interruption() if isinstance(exc, KeyboardInterrupt) else (
                 one_line(f"{type(exc).__name__}: {exc}".split("\n")[0]))
-            record.traceback = "".join(traceback.format_exception(exc))
+            record.traceback = without_local_paths("".join(traceback.format_exception(exc)))
         self.phases[name] = record
         self.save()
 

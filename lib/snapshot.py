@@ -13,8 +13,10 @@ import psutil
 import torch
 from torch.utils import collect_env
 
+from lib.config import display_path, without_local_paths
 from lib.contract import CONFIG, ENV_SNAPSHOT, GPU_SNAPSHOT
 from lib.evidence import write_text
+from lib.keep_awake import KEEP_AWAKE_ENV
 from lib.launcher import backend
 from lib.redaction import REDACTED, secret_env_names
 from lib.repository import command_output, describe_repository
@@ -69,13 +71,14 @@ def write_env_snapshot(run_dir: Path) -> Path:
         f"commit: {repo['commit']}",
         f"working tree dirty: {repo['dirty']} (ignored paths marked !!; the run folder left out)",
         *(f"  {line}" for line in repo["status"].splitlines()),
-        f"python: {sys.version.split()[0]} ({sys.executable})",
+        f"python: {sys.version.split()[0]} ({display_path(sys.executable)})",
         f"torch: {torch.__version__}",
         f"torch.version.cuda: {torch.version.cuda}",
         f"cudnn: {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}",
         f"os: {platform.platform()}",
         f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores",
         f"ram: {_memory_gib()}",
+        f"keep awake: {os.environ.get(KEEP_AWAKE_ENV, 'not requested (a run started without lib.execute)')}",
         *_processes_lines(config),
         "",
         "## environment variables (credentials: set or not; their values never appear)",
@@ -117,7 +120,8 @@ def append_model_provenance(run_dir: Path, model_dir: Path) -> None:
     snapshot = run_dir / ENV_SNAPSHOT
     if provenance.is_file() and snapshot.is_file():
         text = snapshot.read_text(encoding="utf-8").rstrip("\n")
-        section = f"## model provenance ({provenance})\n\n{provenance.read_text(encoding='utf-8')}"
+        text_of = without_local_paths(provenance.read_text(encoding="utf-8"))  # written into a cache: full paths
+        section = f"## model provenance ({display_path(provenance)})\n\n{text_of}"
         write_text(snapshot, f"{text}\n\n{section}")
 
 

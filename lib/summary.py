@@ -29,7 +29,7 @@ screen (lib/report.py) is built from the same facts with the same helpers below.
 
 from __future__ import annotations
 
-from lib.contract import FAILURE_ANALYSIS, MANIFEST, STATEMENTS
+from lib.contract import FAILURE_ANALYSIS, MANIFEST, STATEMENTS, TRAINING_METRICS
 from lib.printable import fence, one_line, table_cell, visible
 from lib.results import MODELS, describe, percent
 from lib.units import GIB
@@ -201,7 +201,9 @@ def render_summary(facts: dict) -> str:
         f"- **run time**: {facts['run_time_s']:.1f} s over all phases",
         f"- **config sha256**: {facts['config_sha256']}",
         f"- **repository**: commit {repo['commit']}, {'with' if repo['dirty'] else 'no'} uncommitted changes; {verdict}",
-        f"- **training**: {training['status']}, {training['steps_completed']} steps, {training['runtime_s']:.1f} s",
+        f"- **training**: {training['status']}, {training['steps_completed']} steps, {training['runtime_s']:.1f} s"
+        + (f" ({training['skipped_writes']} rewrites of {TRAINING_METRICS} between logging steps skipped: another "
+           "program held the file)" if training.get("skipped_writes") else ""),
         *([f"- **memory**: {memory}"] if (memory := memory_line(facts.get("memory"))) else []),
     ]
     if training["first"]:

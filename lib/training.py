@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from lib.config import RunConfig
 from lib.contract import FINAL_MODEL, TRAINING_METRICS
 from lib.evidence import read_json, write_json
-from lib.launcher import Ended, run_worker
+from lib.launcher import Ended, run_worker, worker_environment
 from lib.plots import plot_training
 
 if TYPE_CHECKING:
@@ -43,7 +43,8 @@ def train(cfg: RunConfig, run_dir: Path, prepared: Prepared) -> Trained:
     """Run the training in a worker process (or one per device), stream its output here, draw the plots,
     and report how it ended."""
     try:
-        ended = run_worker("lib.training_worker", [str(run_dir), prepared.model_source], cfg.num_processes, WHAT)
+        ended = run_worker("lib.training_worker", [str(run_dir), prepared.model_source], cfg.num_processes, WHAT,
+                           worker_environment(cfg))
     except KeyboardInterrupt:  # Ctrl-C / "interrupt kernel" while training: the worker was stopped cleanly
         _record_failure(run_dir, "interrupted in the notebook (KeyboardInterrupt)")
         _write_plots(run_dir)

@@ -33,14 +33,15 @@ from transformers import (
     TrainingArguments,
 )
 
-from lib.config import RunConfig
+from lib.config import RunConfig, repo_relative
+from lib.console import utf8_output
 from lib.contract import CHECKPOINTS, CONFIG, FINAL_MODEL, PREFLIGHT, TRAINING_LOG, TRAINING_METRICS
+from lib.cpu_bfloat16 import bfloat16_matmuls
 from lib.data import load_training_records
-from lib.evidence import read_json, write_json
+from lib.evidence import HeldFile, read_json, write_json
 from lib.launcher import join_processes, leave_process_group, process_group_backend, worker_main
 from lib.model_loading import DTYPES, load_model, load_tokenizer
 from lib.prompt_format import IGNORE_INDEX, encode_traces
-from lib.cpu_bfloat16 import bfloat16_matmuls
 from lib.throughput import Peak, measure_peak_flops, model_flops_utilization, peak_memory, reset_peak_memory
 
 PACK_SEQUENCES = False  # decided by measurement: see build_collator and docs/BENCHMARKS.md
@@ -71,12 +72,27 @@ class MetricsFile:
         # Whole-run throughput (total_tokens, tokens_per_s, mfu), kept current by EvidenceLogger.
         self.throughput: dict = {"total_tokens": 0, "tokens_per_s": None, "mfu": None}
         self.t0 = self.written_at = time.perf_counter()
+        self.skipped_writes = 0  # between-step rewrites given up on because another program held the file
 
     def write(self, status: str, error: str | None = None) -> None:
         if not self.writer:
             return
         self.written_at = time.perf_counter()
-        write_json(self.path, {
+        write_json(self.path, self.record(status, error))
+
+    def write_between_steps(self) -> None:
+        """A rewrite between logging steps, best-effort: a held file is skipped and counted, training goes on.
+
+        The logging steps' and the final writes (`write`) must succeed: they are what the evidence states.
+        """
+        try:
+            self.write("running")
+        except HeldFile as exc:
+            self.skipped_writes += 1
+            print(f"note: {exc} (skipped this rewrite between logging steps; training goes on)", flush=True)
+
+    def record(self, status: str, error: str | None) -> dict:
+        return {
             "status": status,  # "running" only while the worker lives
             **({"error": error} if error else {}),
             "steps_completed": self.steps_completed,
@@ -87,8 +103,9 @@ class MetricsFile:
             "train_loss": self.summary.get("train_loss"),
             **self.throughput,
             "memory": self.memory(),
+            "skipped_writes": self.skipped_writes,
             "history": self.history,
-        })
+        }
 
     def memory(self) -> dict:
         """The measured peak (the highest logged: the allocator's on CUDA, resident memory on a CPU) beside
@@ -128,7 +145,7 @@ class EvidenceLogger(TrainerCallback):
         elif not control.should_log and time.perf_counter() - self.metrics.written_at >= STEP_WRITE_INTERVAL_S:
             # Between logging steps too, so that a worker killed mid-interval leaves the count nearly exact;
             # at most once a second, as each write is fsynced.
-            self.metrics.write("running")
+            self.metrics.write_between_steps()
         return control
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -245,7 +262,9 @@ def build_training_arguments(cfg: RunConfig, output_dir: Path, **overrides) -> T
     """The run's TrainingArguments; `overrides` only for the benchmark's measured options."""
     return TrainingArguments(
         **sharding_arguments(cfg),
-        output_dir=str(output_dir),
+        # Relative to the repository (the worker's working folder) when inside it: the Trainer pickles its arguments
+        # into checkpoints/final/training_args.bin, evidence that must not name the user's folders.
+        output_dir=repo_relative(output_dir),
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -363,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help=f"the run folder; its {CONFIG} holds the parameters")
     parser.add_argument("model_source", help="hub id or local folder, as resolved by pre-flight")
     args = parser.parse_args(argv)
+    utf8_output()
     return worker_main(lambda: run_training(
         RunConfig.load(args.run_dir), args.run_dir, args.model_source))
 

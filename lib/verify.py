@@ -292,6 +292,8 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
     training = load_json(run_dir, TRAINING_METRICS, problems)
     if training is not None:
         history = training.get("history") or []
+        say.expect("training.skipped_writes", facts["training"].get("skipped_writes"),
+                   training.get("skipped_writes", 0), TRAINING_METRICS)
         for key in ("status", "steps_completed", "runtime_s"):
             say.expect(f"training.{key}", facts["training"][key], training.get(key), TRAINING_METRICS)
         say.expect("memory", facts.get("memory"), training.get("memory"), TRAINING_METRICS)

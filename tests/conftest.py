@@ -9,6 +9,8 @@ changes a folder changes its own copy (`copy_run`).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import os
 import shutil
 import stat
@@ -120,10 +122,35 @@ def shared_run(tmp_path_factory, worker_id) -> Callable[[str, Callable[[Path], N
     return get
 
 
+WINDOWS_LOCALE = "en_US.CP1252"  # .ci/run makes it: localedef -i en_US -f CP1252 en_US.CP1252
+
+
+@functools.cache
+def windows_locale_installed() -> bool:
+    probe = f"import locale; locale.setlocale(locale.LC_ALL, {WINDOWS_LOCALE!r})"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+
+
+def windows_like(env: dict | None = None) -> dict:
+    """The environment of a Windows console before Python 3.15: output and files default to the ANSI code page
+    (cp1252 here), UTF-8 mode off. Unchanged where the cp1252 locale is not installed."""
+    env = dict(os.environ if env is None else env)
+    if not windows_locale_installed():
+        return env
+    env.pop("PYTHONIOENCODING", None)
+    return {**env, "LC_ALL": WINDOWS_LOCALE, "LANG": WINDOWS_LOCALE, "PYTHONUTF8": "0"}
+
+
 def _build_demo(folder: Path) -> None:
-    """The main command exactly as `make demo` runs it, into a folder outside the repository."""
-    done = launch("--params", "params/embedded.yaml", "--run-dir", str(folder / "run"))
+    """The main command exactly as `make demo` runs it, into a folder outside the repository, on a simulated
+    Windows machine: output in cp1252 with UTF-8 mode off (where the locale is installed), and evidence files held
+    now and then by another program, as Windows' antivirus and indexer do (tests/faults: held_files)."""
+    mark = folder / "held.txt"
+    env = windows_like(with_fault("held_files", {**os.environ, "M44_FAULT_MARK": str(mark)}))
+    done = launch("--params", "params/embedded.yaml", "--run-dir", str(folder / "run"), env=env)
     (folder / "stdout.txt").write_text(done.stdout, encoding="utf-8")
+    (folder / "conditions.json").write_text(json.dumps({"locale": env.get("LC_ALL"), "held": mark.read_text(
+        encoding="utf-8").split() if mark.exists() else []}), encoding="utf-8")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
@@ -132,6 +159,12 @@ def demo_run(shared_run) -> tuple[Path, str]:
     """The real embedded-default run that every test reading a demo reads: (its folder, what it printed)."""
     folder = shared_run("demo", _build_demo)
     return folder / "run", (folder / "stdout.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def demo_conditions(shared_run) -> dict:
+    """How the demo ran: its locale (None: this machine's own) and the evidence files held while it ran."""
+    return json.loads((shared_run("demo", _build_demo) / "conditions.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="session")

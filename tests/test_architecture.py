@@ -18,7 +18,7 @@ HEAVY = ("torch", "transformers", "pandas", "datasets", "matplotlib", "IPython",
 # The layers, bottom up: a module imports only from its own layer and those below it. lib/__init__.py shows the
 # same table to a reader; every module of lib/ is in exactly one layer.
 LAYERS = {
-    "leaves": {"contract", "redaction", "units", "printable", "console"},
+    "leaves": {"contract", "redaction", "units", "printable", "console", "keep_awake"},
     "evidence core": {"config", "evidence", "run_folder", "repository", "rehearsal", "data", "scoring", "stats",
                       "results", "summary", "verify"},
     "building": {"prompt_format", "model_loading", "model_builder", "gguf_model", "model_source", "generation",

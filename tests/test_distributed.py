@@ -33,7 +33,7 @@ from lib.contract import (
     TRAINING_LOG,
     TRAINING_METRICS,
 )
-from lib.data import CheckResult, load_eval, load_traces
+from lib.data import CheckResult, load_traces
 from lib.evaluation import evaluate
 from lib.evidence import read_json
 from lib.generation import shard_batches
@@ -122,9 +122,9 @@ def test_two_processes_train_and_evaluate_as_one_process_does(tmp_path):
         assert b["loss"] == pytest.approx(a["loss"], rel=LOSS_RTOL), a["step"]
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=LOSS_RTOL), a["step"]
 
-    # Evaluation of the 2-process checkpoint by one process, in the kernel's way: the same file.
-    items = load_eval(cfg.path("eval_file"))
-    prepared = Prepared(eval_items=items, model_source=str(run_dir / BASE_MODEL))
+    # Evaluation of the 2-process checkpoint by one process, as the phase runs it: the same file.
+    cfg.save(one_dir)  # the evaluation worker reads the parameters from the folder
+    prepared = Prepared(model_source=str(run_dir / BASE_MODEL))
     evaluate(cfg, one_dir, prepared, Trained(run_dir / FINAL_MODEL, TWO["max_steps"], two[-1]["loss"]))
     assert without_timing(read_json(one_dir / EVAL_RESULTS)) == without_timing(read_json(run_dir / EVAL_RESULTS))
 

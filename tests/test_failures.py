@@ -104,6 +104,8 @@ CASES = [
     ("Ctrl-C", "sigint", "training", "interrupted by Ctrl-C"),
     ("disk full on the checkpoint", "disk_full", "training", "No space left on device"),
     ("exception in evaluation", "generation_error", "evaluation", "generation failed"),
+    ("a file held by another program for good", "held_results", "evaluation",
+     "cannot write evaluation_results.json"),
 ]
 
 

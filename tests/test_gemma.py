@@ -15,7 +15,7 @@ import torch
 from datasets import Dataset
 
 from lib import gguf_model
-from lib.config import REPO_ROOT, RunConfig
+from lib.config import REPO_ROOT, RunConfig, display_path
 from lib.data import load_eval, load_traces
 from lib.generation import generate_greedy
 from lib.model_loading import load_model, load_tokenizer
@@ -115,7 +115,9 @@ def test_preflight_resolves_the_folder_and_the_snapshot_carries_provenance(folde
     (tmp_path / "env_snapshot.txt").write_text("# Environment snapshot\n", encoding="utf-8")
     model, detail = resolve_model(cfg, [], tmp_path)
     assert model.source == str(folder)
-    assert "gemma-3-270m" in detail and str(folder / gguf_model.TERMS_NAME) in detail
+    # The cache is under the home folder: named as ~/..., never with the user's name (docs/WINDOWS.md, paths).
+    assert "gemma-3-270m" in detail and display_path(folder / gguf_model.TERMS_NAME) in detail
+    assert str(Path.home()) not in detail
     snapshot = (tmp_path / "env_snapshot.txt").read_text(encoding="utf-8")
     assert snapshot.startswith("# Environment snapshot\n")
     assert "## model provenance" in snapshot and gguf_model.import_package().EXPECTED_SHA256 in snapshot

@@ -306,7 +306,7 @@ from lib.generation import generate_greedy
 from lib.model_loading import load_model, load_tokenizer
 tokenizer = load_tokenizer(str(trained.model_dir))
 model = load_model(str(trained.model_dir), run.cfg, tokenizer)
-print(os.getcwd(), len(prepared.eval_items), trained.model_dir.name, sorted(p.name for p in run.dir.iterdir()))
+print(os.getcwd(), prepared.model_source == str(run.dir / "base_model"), trained.model_dir.name, sorted(p.name for p in run.dir.iterdir()))
 print(generate_greedy(model, tokenizer, ["What is 6 × 7?"], batch_size=1, max_new_tokens=8)[0]["output"])
 """
 
@@ -497,7 +497,7 @@ def test_stepping_through_in_jupyterlab_re_running_evaluation_with_a_changed_par
     assert (LAB / ".ipynb_checkpoints" / f"{lab.notebook.stem}-checkpoint.ipynb").is_file()  # beside the copy, scratch
 
     inspected = kernel.console(INSPECT)  # README: the live objects between cells
-    assert inspected.startswith(f"{LAB} 100 final [") and "generate: 1/1 items" in inspected
+    assert inspected.startswith(f"{LAB} True final [") and "generate: 1/1 items" in inspected
 
     injected = next(i for i, c in enumerate(kernel.nb.cells) if "injected-parameters" in c.metadata.get("tags", []))
     kernel.nb.cells[injected].source = kernel.nb.cells[injected].source.replace("max_new_tokens = 8", "max_new_tokens = 4")

@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from lib.config import REPO_ROOT, load_config
-from lib.contract import COMPARISON_PLOT
+from lib.contract import COMPARISON_PLOT, CONFIG
 from lib.contract import EVAL_RESULTS as RESULTS_NAME
 from lib.contract import EVAL_SUMMARY as SUMMARY_NAME
 from lib.data import load_traces
 from lib.evaluation import generate_for
-from lib.reevaluate import main, resolve_config
+from lib.reevaluate import REEVALUATION, main, resolve_config
 from tests.conftest import build_embedded
 
 EVAL_FILE = REPO_ROOT / "data" / "eval_v2.jsonl"
@@ -55,6 +55,10 @@ def read_results(out: Path) -> dict:
     return json.loads((out / RESULTS_NAME).read_text(encoding="utf-8"))
 
 
+def provenance(out: Path) -> dict:
+    return json.loads((out / REEVALUATION).read_text(encoding="utf-8"))
+
+
 def outputs_of(source: Path, params_file: Path, eval_file: Path, out: Path) -> list[str]:
     """What the run's generation code gives for `source` with the command's settings."""
     cfg = resolve_config(params_file, source, eval_file, out)
@@ -65,14 +69,14 @@ def outputs_of(source: Path, params_file: Path, eval_file: Path, out: Path) -> l
 def test_reevaluates_a_saved_model_with_the_run_code(model_dir, eval_file, params_file, tmp_path):
     out = tmp_path / "reeval"
     assert run(model_dir, eval_file, out, params_file, "--baseline", "none") == 0
-    assert sorted(p.name for p in out.iterdir()) == [RESULTS_NAME, SUMMARY_NAME]
+    assert sorted(p.name for p in out.iterdir()) == [CONFIG, RESULTS_NAME, SUMMARY_NAME, REEVALUATION]
     results = read_results(out)
     assert results["models"] == ["trained"] and set(results["metrics"]) == {"trained"}
     assert results["metrics"]["trained"]["n"] == 3
     assert [item["id"] for item in results["items"]] == ["eval-v2-001", "eval-v2-086", "eval-v2-097"]
-    assert results["reevaluation"]["parameters"]["max_new_tokens"] == 6
-    assert results["reevaluation"]["model"] == str(model_dir)
-    assert results["reevaluation"]["baseline"] == {"model": None, "how": "not evaluated (--baseline none)"}
+    assert json.loads((out / CONFIG).read_text(encoding="utf-8"))["parameters"]["max_new_tokens"] == 6
+    assert provenance(out)["model"] == str(model_dir) and provenance(out)["items_in_file"] == 3
+    assert provenance(out)["baseline"] == {"model": None, "how": "not evaluated (--baseline none)"}
     # The same generation code with the same settings gives the same outputs.
     expected = outputs_of(model_dir, params_file, eval_file, out)
     assert [item["trained"]["output"] for item in results["items"]] == expected
@@ -88,11 +92,11 @@ def test_the_run_folders_base_model_is_the_baseline(model_dir, eval_file, params
     base = build_embedded(traces, seed=1, out_dir=run_dir / "base_model")  # another model than --model
     out = tmp_path / "reeval"
     assert run(trained, eval_file, out, params_file) == 0
-    assert sorted(p.name for p in out.iterdir()) == [COMPARISON_PLOT, RESULTS_NAME, SUMMARY_NAME]
+    assert sorted(p.name for p in out.iterdir()) == [COMPARISON_PLOT, CONFIG, RESULTS_NAME, SUMMARY_NAME, REEVALUATION]
     results = read_results(out)
     assert results["models"] == ["baseline", "trained"]
     assert set(results["metrics"]["comparison"]) == {"strict", "lenient", "format"}
-    assert results["reevaluation"]["baseline"] == {"model": str(base), "how": "the run folder's base_model/"}
+    assert provenance(out)["baseline"] == {"model": str(base), "how": "the run folder's base_model/"}
     assert [item["baseline"]["output"] for item in results["items"]] == outputs_of(base, params_file, eval_file, out)
     assert [item["trained"]["output"] for item in results["items"]] == outputs_of(trained, params_file, eval_file, out)
     assert "## What training changed" in (out / SUMMARY_NAME).read_text(encoding="utf-8")
@@ -104,8 +108,8 @@ def test_without_a_run_folder_the_profiles_model_is_the_baseline(model_dir, eval
     assert run(model_dir, eval_file, out, params_file) == 0
     results = read_results(out)
     assert results["models"] == ["baseline", "trained"]
-    assert results["reevaluation"]["baseline"]["model"] == str(out / "base_model")
-    assert results["reevaluation"]["baseline"]["how"].startswith("the profile's model 'embedded'")
+    assert provenance(out)["baseline"]["model"] == str(out / "base_model")
+    assert provenance(out)["baseline"]["how"].startswith("the profile's model 'embedded'")
     seed = load_config(params_file).seed
     traces = load_traces(REPO_ROOT / "data" / "dev-reasoning-v2.jsonl")
     again = build_embedded(traces, seed=seed, out_dir=tmp_path / "again")
@@ -120,9 +124,9 @@ def test_an_unavailable_base_model_is_named_and_the_model_scored_alone(model_dir
     assert run(model_dir, eval_file, out, missing) == 0
     results = read_results(out)
     assert results["models"] == ["trained"]
-    assert results["reevaluation"]["baseline"]["model"] is None
+    assert provenance(out)["baseline"]["model"] is None
     assert "the profile's model './no-such-model-folder' is not available (FileNotFoundError" in \
-        results["reevaluation"]["baseline"]["how"]
+        provenance(out)["baseline"]["how"]
 
 
 def test_refuses_a_folder_that_is_not_new(model_dir, eval_file, params_file, tmp_path):

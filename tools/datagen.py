@@ -18,6 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from lib.config import REPO_ROOT
+from lib.console import utf8_output
 from lib.data import normalize_prompt
 from lib.evidence import sha256_file, write_json, write_text
 
@@ -1140,6 +1141,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the dev-reasoning-v2 and eval_v2 datasets.")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help="output folder (default: data/)")
     args = parser.parse_args(argv)
+    utf8_output()
     manifest = write_datasets(args.out)
     print(f"wrote {args.out} (seed {manifest['seed']})")
     print(format_counts(manifest))

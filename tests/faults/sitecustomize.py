@@ -165,6 +165,31 @@ def _full_disk(*, even_for_the_failure: bool):
     _on_import("nbconvert.exporters", patch)
 
 
+def _held_files(*, for_good: str | None):
+    """Another program holds evidence files for a moment (Windows' antivirus, indexer, OneDrive, an editor): an
+    atomic write's os.replace fails with PermissionError, as on Windows (WinError 32). Every third attempt to replace
+    an evidence file fails, so a write succeeds at its retry; with `for_good`, that file fails every attempt. With
+    M44_FAULT_MARK set, each refusal appends the file's name to that file (from every process)."""
+    import re
+
+    original, calls = os.replace, [0]
+    mark = Path(os.environ.get("M44_FAULT_MARK", ""))
+
+    def replace(source, target, *args, **kwargs):
+        name = Path(target).name
+        if re.fullmatch(r"\..+\.\d+\.tmp", Path(source).name):  # lib.evidence's atomic writes only
+            calls[0] += 1
+            if name == for_good or (for_good is None and calls[0] % 3 == 0):
+                if mark.name:
+                    with mark.open("a", encoding="utf-8") as f:
+                        f.write(name + "\n")
+                raise PermissionError(13, "The process cannot access the file because it is being used by another "
+                                          "process (injected by the test)", str(target))
+        return original(source, target, *args, **kwargs)
+
+    os.replace = replace
+
+
 FAULTS = {
     "oom": lambda: _at_step(_oom),
     "sigkill": lambda: _at_step(lambda trainer: os.kill(os.getpid(), signal.SIGKILL)),
@@ -180,6 +205,8 @@ FAULTS = {
     "display_error": lambda: _on_import("lib.report", _display_error),
     "report_disk_full": lambda: _full_disk(even_for_the_failure=False),
     "disk_full_at_the_end": lambda: _full_disk(even_for_the_failure=True),
+    "held_files": lambda: _held_files(for_good=None),
+    "held_results": lambda: _held_files(for_good="evaluation_results.json"),
 }
 
 if FAULT and ON_THIS_RANK:
