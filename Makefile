@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The run must leave no stray files in the repository, bytecode caches included.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test bench bench-trl shape data check-data rehearse gemma demo-gemma lab lab-install clean-venv
+.PHONY: demo test bench bench-trl shape data check-data readme-figures rehearse gemma demo-gemma lab lab-install clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,8 +56,11 @@ lab-install: $(VENV)/.lab-installed  ## install JupyterLab (pinned in requiremen
 lab: lab-install  ## JupyterLab on a scratch copy of the notebook and a new interactive run: PROFILE= (default: embedded)
 	$(PY) -m lib.lab start $(if $(PROFILE),--params "$(PROFILE)")
 
-check-data: $(STAMP)  ## the data checks of pre-flight and a report, no run: TRAIN=, EVAL=, PROFILE= (default: the profile's files)
-	$(PY) -m lib.data check $(if $(TRAIN),--train "$(TRAIN)") $(if $(EVAL),--eval "$(EVAL)") --params $(or $(PROFILE),params/embedded.yaml)
+check-data: $(STAMP)  ## pre-flight's data checks and a report, no run: TRAIN=, EVAL=, PROFILE= (default: the official contract)
+	$(PY) -m lib.data_check $(if $(TRAIN),--train "$(TRAIN)") $(if $(EVAL),--eval "$(EVAL)") $(if $(PROFILE),--params "$(PROFILE)")
+
+readme-figures: $(STAMP)  ## the README's demo figures and report screenshot from a demo run folder: RUN= (make demo prints it)
+	$(PY) -m tools.readme_figures "$(RUN)"
 
 data: $(STAMP)  ## regenerate data/ (deterministic: the result equals the committed files)
 	$(PY) -m tools.datagen

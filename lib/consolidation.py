@@ -14,10 +14,10 @@ from lib.contract import (
     PREFLIGHT, SUMMARY, SUMMARY_FACTS, TRAINING_LOG, TRAINING_METRICS, required,
 )
 from lib.evidence import read_json, write_json, write_manifest, write_text
-from lib.run_folder import read_claim
+from lib.run_folder import is_official, read_claim
 from lib.repository import describe_repository
 from lib.snapshot import write_env_snapshot, write_gpu_snapshot
-from lib.summary import caveats, outcome_line, render_failure_analysis, render_summary
+from lib.summary import caveats, configuration, outcome_line, render_failure_analysis, render_summary
 from lib.verify import consistency
 
 GUARD = "repository guard"
@@ -172,6 +172,8 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
         "preflight": read_json(preflight)["checks"] if preflight.exists() else None,
         "repository": {k: repository.get(k) for k in ("commit", "dirty", "unchanged", "change")},
         "caveats": caveats(cfg.to_dict()) if cfg else [],  # from valid parameters only
+        "configuration": configuration(cfg.to_dict()) if cfg else "other",
+        "official_folder": is_official(run_dir),
         "memory": metrics.get("memory"),
         "training": {
             "status": metrics["status"],

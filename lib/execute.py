@@ -20,6 +20,7 @@ was written (a bad parameter, a used or misplaced folder); 128 + the signal's nu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -30,12 +31,14 @@ import traceback
 from pathlib import Path
 
 from lib import run_folder
-from lib.config import REPO_ROOT, load_config, parse_override, read_profile, repo_relative, resolve_path
-from lib.console import utf8_output
+from lib.config import REPO_ROOT, display_path, load_config, parse_override, read_profile, repo_relative, resolve_path
+from lib.console import describe_exception, utf8_output
 from lib.contract import FAILURE_ANALYSIS, NOTEBOOK as NOTEBOOK_NAME, STOP_REQUEST, SUMMARY, SUMMARY_FACTS
-from lib.evidence import write_json, write_manifest, write_text
+from lib.evidence import read_json, write_json, write_manifest, write_text
 from lib.keep_awake import KEEP_AWAKE_ENV, keep_awake
+from lib.progress import Progress
 from lib.rehearsal import RECORD, REHEARSALS, check_armed, record_pass
+from lib.summary import next_step, outcome_line, status_label
 from lib.verify import verify
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "m44.ipynb"
@@ -62,7 +65,10 @@ def render_html(notebook: Path) -> Path:
         extra_template_basedirs=[str(REPORT_TEMPLATE)], template_name="m44",
         exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
     )
-    body, _ = exporter.from_filename(str(notebook))
+    facts_file = notebook.parent / SUMMARY_FACTS
+    title = (f"M44 {status_label(read_json(facts_file))}: {notebook.parent.name}" if facts_file.is_file()
+             else f"M44 run: {notebook.parent.name}")
+    body, _ = exporter.from_filename(str(notebook), resources={"metadata": {"name": title}})  # the page's <title>
     return write_text(notebook.with_suffix(".html"), body)
 
 
@@ -143,9 +149,13 @@ def main(argv: list[str] | None = None) -> int:
                         "else submission_runs/<params name>-<time>)")
     parser.add_argument("--preflight-only", action="store_true",
                         help="rehearse: run M44.0 into a scratch folder under build/rehearsals/, claim nothing")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print every cell's output as papermill runs it (default: one line per phase and progress)")
     args = parser.parse_args(argv)
     utf8_output()
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    # papermill logs each cell it starts at INFO: shown with --verbose only, with the cells' output.
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
+                        stream=sys.stdout)
 
     try:  # every parameter validated before anything is written: a typo never spends the folder
         profile = read_profile(args.params) if args.params else {}
@@ -175,13 +185,15 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[run_folder.TOKEN_ENV] = claim.token  # the kernel inherits it: the claim is the notebook's own
         with keep_awake() as awake:
             os.environ[KEEP_AWAKE_ENV] = awake  # the environment snapshot records it
-            return execute(run_dir, {**profile, **overrides, "run_dir": repo_relative(run_dir)}, stop)
+            return execute(run_dir, {**profile, **overrides, "run_dir": repo_relative(run_dir)}, stop, args.verbose)
 
 
-def execute(run_dir: Path, params: dict, stop: Stop) -> int:
+def execute(run_dir: Path, params: dict, stop: Stop, verbose: bool = False) -> int:
     """Run the notebook into the claimed `run_dir`, complete and seal the evidence; return the exit status."""
     output = run_dir / NOTEBOOK_NAME
-    failed = run_notebook(output, params, stop)
+    print(f"M44 run into {display_path(run_dir)}{'' if verbose else ' (each cell: --verbose)'}", flush=True)
+    with contextlib.nullcontext() if verbose else Progress(run_dir):
+        failed = run_notebook(output, params, stop, verbose)
     stop.finishing = True  # from here on a signal is answered, not obeyed: the evidence is being completed
     if not (run_dir / SUMMARY_FACTS).exists():  # the notebook never reached M44.3: consolidate from the files
         from lib import consolidation
@@ -195,29 +207,47 @@ def execute(run_dir: Path, params: dict, stop: Stop) -> int:
         if not output.exists():
             raise FileNotFoundError(f"no executed notebook to render: the run stopped before papermill wrote "
                                     f"{NOTEBOOK_NAME}")
+        drop_papermill_banner(output)
         report = render_html(output)
     except Exception as exc:  # the report is evidence too: not writing it fails the run, documented
         failed = document_late_failure(run_dir, "report", exc) or failed
     if not seal_evidence(run_dir):
         return 1
-    print(f"\nReport: {report or 'NOT WRITTEN (see ' + FAILURE_ANALYSIS + ')'}")
     problems = verify(run_dir)  # the folder as it will be committed: every hash, file and fact
     for problem in problems:
         print(f"VERIFY FAILED: {problem}")
+    facts = read_json(run_dir / SUMMARY_FACTS)
+    print(f"\n{outcome_line(facts)}")
+    print(f"Report: {report or 'NOT WRITTEN (see ' + FAILURE_ANALYSIS + ')'}")
     if stop.received:
-        print(f"The run was stopped by {stop.received.name}; see {run_dir / FAILURE_ANALYSIS}")
+        print(f"Stopped by {stop.received.name}. Next: read {run_dir / FAILURE_ANALYSIS}; start the next run in a "
+              "new folder")
         return 128 + stop.received.value
     if failed is not None:
-        print(f"The run FAILED ({failed}); see {run_dir / FAILURE_ANALYSIS}")
+        print(f"FAILED. Next: {next_step(facts)} (details: {run_dir / FAILURE_ANALYSIS})")
         return 1
     if problems:
-        print(f"The run folder does not verify ({len(problems)} problems); see above")
+        print(f"The run folder does not verify ({len(problems)} problems, above); the summary says which files")
         return 1
-    print(f"The run completed; summary: {run_dir / SUMMARY}")
+    committed = "commit the folder (git add " + repo_relative(run_dir) + ")" if run_folder.is_official(run_dir) else \
+        "open the report"
+    print(f"COMPLETED. Summary: {run_dir / SUMMARY}. Next: {committed}")
     return 0
 
 
-def run_notebook(output: Path, params: dict, stop: Stop) -> str | None:
+def drop_papermill_banner(notebook: Path) -> None:
+    """Remove the cell papermill puts first in a failed notebook ("An Exception was encountered at In [8]"): the
+    outcome card states the failure and its cause; the error itself stays in the last cell's output."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    cells = [cell for cell in nb.cells if "papermill-error-cell-tag" not in cell.metadata.get("tags", [])]
+    if len(cells) < len(nb.cells):
+        nb.cells = cells
+        write_text(notebook, nbformat.writes(nb) + "\n")
+
+
+def run_notebook(output: Path, params: dict, stop: Stop, verbose: bool = False) -> str | None:
     """papermill into `output`; None when the notebook ran to its end, else why it did not."""
     if stop.received:
         return "stopped before the notebook started"
@@ -229,15 +259,17 @@ def run_notebook(output: Path, params: dict, stop: Stop) -> str | None:
             # Relative where it can be: papermill records both paths in run.ipynb, evidence that names no user folder.
             _from_here(NOTEBOOK), _from_here(output), parameters=params, cwd=str(REPO_ROOT),
             kernel_manager_class=stop.manager_class(),
-            log_output=True, progress_bar=False,  # cell output streams to this terminal live
+            log_output=verbose, progress_bar=False,  # with --verbose, cell output streams to this terminal live
+            # The kernel's own warning that it talks over TCP on localhost is noise for a person running a command.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except KeyboardInterrupt:  # stopped before the kernel was up: nothing ran, and that is documented too
         return "stopped before the notebook started"
     except Exception as exc:
         if hasattr(exc, "ename"):  # papermill's PapermillExecutionError: the notebook documented the failure
-            return f"{exc.ename}: {exc.evalue}"
+            return str(exc.evalue).split("\n")[0]
         traceback.print_exc()  # the kernel died, or papermill could not save run.ipynb (a full disk)
-        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return describe_exception(exc).split("\n")[0]
     finally:
         stop.starting = False
     return None
@@ -255,7 +287,7 @@ def document_late_failure(run_dir: Path, phase: str, exc: BaseException) -> str 
     """Record a failure after consolidation (writing the report) as the run's failure; its cause, or None."""
     from lib import consolidation
 
-    cause = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    cause = describe_exception(exc).split("\n")[0]
     print(f"FAILED {phase}: {cause}", flush=True)
     try:
         consolidation.record_late_failure(run_dir, phase, cause, "".join(traceback.format_exception(exc)))

@@ -12,7 +12,7 @@ The kind of run follows from who started the kernel (DESIGN.md, "Kinds of run"):
 
 An interactive run never writes into an official folder, is labelled interactive in claim.json, phases.json and
 the summary, and its cells may run again, each with a defined meaning:
-- the first code cell starts the run over in the same folder (everything in it deleted; lib/run_folder.py);
+- the cell that calls Run.start starts the run over in the same folder (everything in it deleted; lib/run_folder.py);
 - a phase run again first deletes its own evidence and that of every later phase, consolidation's included:
   the run is un-finished until its last cells run again;
 - a parameter changed in the notebook is applied (config.json rewritten, the change recorded) when the phase that
@@ -125,13 +125,13 @@ class Interactive:
     """How a person stepped through the run: what showed it, and what ran again or changed (in phases.json)."""
 
     detected_by: str
-    starts: int = 1  # how often the first cell started the run in this folder; each start deletes the last
+    starts: int = 1  # how often Run.start started the run in this folder; each start deletes the last
     runs: dict[str, int] = field(default_factory=dict)  # phase -> how often it ran since the last start
     parameter_changes: list[dict] = field(default_factory=list)  # {phase, run, changed: {name: [old, new]}}
 
     def before_phase(self, run: Run, name: str) -> None:
         """Before phase `name` runs (again): apply or refuse changed parameters, then delete its evidence and all after it."""
-        if run.cfg is not None:  # invalid at the start: every phase is skipped, and the first cell is the fix
+        if run.cfg is not None:  # invalid at the start: every phase is skipped, and Run.start's cell is the fix
             self._apply_changed_parameters(run, name)
         removed = remove_all_but(run.dir, files_before(name))
         earlier = PHASE_ORDER[:PHASE_ORDER.index(name)]

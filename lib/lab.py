@@ -43,7 +43,7 @@ GUIDE = """## Stepping through (this cell and the next were added by `make lab`)
 
 A scratch copy of `notebooks/m44.ipynb`: the profile's parameters are injected below the parameters cell,
 and the run folder is new and interactive (never an official one). Run the cells in order. Running a
-cell again is defined: the first code cell starts the run over in the same folder; a phase's cell deletes
+cell again is defined: the cell with Run.start starts the run over in the same folder; a phase's cell deletes
 that phase's evidence and every later phase's, then runs it; a changed parameter is applied by the phase
 that reads it, or refused with a message. Edits to `lib/` apply at the next cell. After the last cell,
 save (Ctrl-S) and render the report: `python -m lib.lab render <this notebook>`.

@@ -31,6 +31,7 @@ from typing import Callable
 import psutil
 
 from lib.config import REPO_ROOT, RunConfig
+from lib.console import without_class_name
 
 INTERRUPTED_EXIT = 130  # a worker's exit code when stopped by Ctrl-C or SIGTERM (the shell convention)
 STOP_GRACE_S = 60  # how long an interrupted worker gets to write its metrics; torchrun's own grace is 30 s
@@ -224,7 +225,8 @@ def read_error_file(path: Path, rank: int, exitcode: int) -> RankFailure | None:
     if not isinstance(message, dict):
         return None
     text, trace = message["message"], message.get("extraInfo", {}).get("py_callstack", "")
-    return RankFailure(rank, exitcode, text.splitlines()[0] if text else f"exit code {exitcode}", trace)
+    return RankFailure(rank, exitcode, without_class_name(text.split("\n")[0]) if text else f"exit code {exitcode}",
+                       trace)
 
 
 # One failed rank in torchrun's summary (torch.distributed.elastic.multiprocessing.errors.ChildFailedError).

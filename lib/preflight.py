@@ -23,6 +23,7 @@ import psutil
 import torch
 
 from lib.config import RunConfig, resolve_path
+from lib.console import describe_exception
 from lib.contract import DATA_REPORT, PREFLIGHT
 from lib.data import (
     CheckResult, DataFile, apply_repeat_policy, check_data, check_eval_items, check_leakage, check_training_prompts,
@@ -75,7 +76,7 @@ class Checks:
         try:
             result = check(*inputs)
         except Exception as exc:  # each check reports; the phase fails after all have run
-            self._add(name, "fail", f"{type(exc).__name__}: {exc}")
+            self._add(name, "fail", describe_exception(exc))
             return Unavailable(f"{name} failed")
         if isinstance(result, CheckResult):
             detail = result.detail + "".join(f"\n    {problem}" for problem in result.problems)
@@ -90,11 +91,13 @@ class Checks:
         print(f"[{status.upper()}] {name:<20} {detail}", flush=True)
 
     def raise_if_failed(self) -> None:
-        failures = [f"{r['name']}: {r['detail']}" for r in self.records if r["status"] == "fail"]
-        if failures:
+        """Raise naming the failed checks; their details are each check's own line (the root causes), said once."""
+        failed = [r["name"] for r in self.records if r["status"] == "fail"]
+        if failed:
             skipped = sum(r["status"] == "skip" for r in self.records)
-            raise RuntimeError("pre-flight failed: " + "; ".join(failures)
-                               + (f" ({skipped} dependent checks not run)" if skipped else ""))
+            raise RuntimeError(f"{len(failed)} pre-flight check{'s' * (len(failed) > 1)} failed ({', '.join(failed)})"
+                               + (f"; {skipped} not run as a consequence" if skipped else "")
+                               + "; each failed check says what to fix")
 
 
 def run_preflight(cfg: RunConfig, run_dir: Path, rehearsal_for: Path | None = None) -> Prepared:
@@ -165,7 +168,11 @@ def check_device(cfg: RunConfig) -> tuple[str, str]:
                 f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no CUDA device although nvidia-smi "
                 f"lists {gpus[0]}: the driver may be older than CUDA {torch.version.cuda} needs (nvidia-smi shows "
                 "the CUDA version it supports), or CUDA_VISIBLE_DEVICES hides the GPU")
-        raise RuntimeError("no CUDA device found, and device is 'cuda'; there is no CPU fallback")
+        raise RuntimeError(
+            "no CUDA device found, and device is 'cuda' (there is no CPU fallback): check that `nvidia-smi` lists the "
+            "GPU (no driver: install NVIDIA's), that this torch is a CUDA build (`python -c \"import torch; "
+            f"print(torch.version.cuda)\"` prints a version, not None: {install_command()}), and that "
+            "CUDA_VISIBLE_DEVICES does not hide the GPU")
     visible = torch.cuda.device_count()
     if visible < n:
         raise RuntimeError(

@@ -2,7 +2,7 @@
 
 `python -m lib.execute --preflight-only` (make rehearse) runs pre-flight into a scratch folder under
 build/rehearsals/ and, when every check passes, records the pass there (rehearsal.json). An official start
-(`lib.execute`, or the notebook's first cell under the papermill command) looks for a pass of the same
+(`lib.execute`, or the notebook's Run.start cell under the papermill command) looks for a pass of the same
 parameters (the run folder and this switch aside), from the same commit and tracked-file changes, on this
 machine. Without one it is refused before anything is claimed or written: a setup error (no CUDA, no
 credentials, a typo in a path) then costs a rehearsal, never the official folder. `require_rehearsal: false`

@@ -11,8 +11,10 @@ update_display, which papermill and nbclient write into the executed notebook), 
 of the report states how the run ended. Everything on it comes from the facts: m44_summary.json,
 preflight.json, and the comparison chart the evaluation phase drew.
 
-Each display is HTML (or Markdown) without a text/plain form, so `papermill --log-output` and
-`make demo` print only what the phases print (progress and the outcome), never a table's repr.
+Each display carries a short text/plain form beside its HTML, for the readers that show no HTML (a console,
+`jupyter nbconvert --to markdown`); `lib.execute` prints no cell output unless asked (--verbose), so no table
+reaches the terminal. The card also carries inline styles, so that JupyterLab, VS Code and GitHub's viewer, which
+load no report stylesheet, show it styled too.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 from IPython.display import display, update_display
 
 from lib.contract import (
-    COMPARISON_PLOT, CONFIG, ENV_SNAPSHOT, EVAL_RESULTS, FAILURE_ANALYSIS, GPU_SNAPSHOT, LEARNING_RATE_PLOT,
+    COMPARISON_PLOT, CONFIG, ENV_SNAPSHOT, EVAL_RESULTS, EVAL_SUMMARY, FAILURE_ANALYSIS, GPU_SNAPSHOT, LEARNING_RATE_PLOT,
     LOSS_PLOT, MANIFEST, MEMORY_PLOT, PLOTS, PREFLIGHT, STATEMENTS, SUMMARY_FACTS, THROUGHPUT_PLOT,
     TRAINING_METRICS,
 )
@@ -40,7 +42,7 @@ from lib.results import (
 from lib.stats import word_verdict
 from lib.summary import (
     NO_TRACEBACK, STATEMENTS_MEANING, completed, consequences, data_files, data_line, file_name, interactive_suffix,
-    interactive_text, memory_line, next_step, root_causes,
+    interactive_text, memory_line, next_step, outcome_line, root_causes, run_label,
 )
 
 # tqdm.auto warns in a kernel without ipywidgets; the run shows no progress bars (lib/model_loading.py
@@ -92,8 +94,21 @@ def esc(text: str) -> str:
     return html.escape(visible(text))
 
 
-def _show(mime: str, text: str, **kwargs) -> None:
-    display({mime: text}, raw=True, **kwargs)
+def _show(html_text: str, plain: str, **kwargs) -> None:
+    display({"text/html": html_text, "text/plain": plain}, raw=True, **kwargs)
+
+
+# The card's look without the report's stylesheet (JupyterLab, VS Code, GitHub): border, badge, causes.
+CARD_STYLE = {"completed": "#1a7f37", "failed": "#c62828", "pending": "#57606a"}
+
+
+def card_style(kind: str) -> str:
+    return (f"border:1px solid #d0d7de;border-left:6px solid {CARD_STYLE[kind]};border-radius:6px;"
+            "padding:8px 14px;margin:4px 0 8px")
+
+
+def badge_style(kind: str) -> str:
+    return f"background:{CARD_STYLE[kind]};color:#fff;padding:1px 8px;border-radius:4px;font-weight:bold"
 
 
 # --- the displays, one per notebook section ------------------------------------------------------
@@ -102,17 +117,17 @@ def _show(mime: str, text: str, **kwargs) -> None:
 @never_fails
 def show_summary_card() -> None:
     """The first output of the run; `show_outcome` fills it with the outcome."""
-    _show("text/html", '<section class="m44-card"><p class="m44-outcome"><b>M44 run in progress.</b> When the '
-          "run ends, this card is replaced by its outcome. If a report shows this text, the notebook stopped "
-          "before consolidation.</p></section>", display_id=CARD_ID)
+    pending = ("M44 run in progress. When the run ends, this card is replaced by its outcome. If a report shows this "
+               "text, the notebook stopped before consolidation.")
+    _show(f'<section class="m44-card" style="{card_style("pending")}"><p class="m44-outcome">{pending}</p></section>',
+          pending, display_id=CARD_ID)
 
 
 @never_fails
 def show_preflight(run_dir: Path) -> None:
-    """The pre-flight checks, the resolved parameters, the snapshots' key facts; the full snapshots folded."""
+    """The resolved parameters and the snapshots' key facts; the full snapshots folded. The checks themselves are
+    the phase's printed lines above (and, after a failure, the table on the card): shown once."""
     parts = []
-    if (run_dir / PREFLIGHT).is_file():
-        parts.append(checks_html(read_json(run_dir / PREFLIGHT)["checks"]))
     config = read_json(run_dir / CONFIG)
     parts.append(f"<h4>Parameters <small>(config.json, sha256 <code>{esc(config.get('sha256', 'n/a'))}"
                  "</code>)</small></h4>" + pairs_html(config["parameters"], "m44-params"))
@@ -125,7 +140,8 @@ def show_preflight(run_dir: Path) -> None:
         parts.append("<h4>Environment</h4>" + pairs_html(facts, "m44-env"))
     parts += [f"<details><summary>{name} (whole file)</summary><pre>{esc(text)}</pre></details>"
               for name, text in snapshots.items()]
-    _show("text/html", "\n".join(parts))
+    _show("\n".join(parts), f"Parameters: {len(config['parameters'])} values ({CONFIG}); environment: "
+          f"{', '.join(snapshots)}.")
 
 
 def _top_facts(text: str) -> dict[str, str]:
@@ -147,11 +163,12 @@ def show_training(run_dir: Path) -> None:
     metrics = read_json(path) if path.exists() else {}
     history = metrics.get("history") or []
     if not history:
-        _show("text/html", "<p>No training curves: training logged no step.</p>")
+        _show("<p>No training curves: training logged no step.</p>", "No training curves: training logged no step.")
         return
-    figures = [figure_html((run_dir / name).read_bytes(), training_alt(name, history), CAPTIONS[name])
-               for name in PLOTS if (run_dir / name).is_file()]
-    _show("text/html", f"<p>{training_line(metrics)}</p><div class=\"m44-figures\">{''.join(figures)}</div>")
+    drawn = [name for name in PLOTS if (run_dir / name).is_file()]
+    figures = [figure_html((run_dir / name).read_bytes(), training_alt(name, history), CAPTIONS[name]) for name in drawn]
+    _show(f"<p>{training_line(metrics)}</p><div class=\"m44-figures\">{''.join(figures)}</div>",
+          f"{html.unescape(training_line(metrics))} Plots: {', '.join(drawn)}.")
 
 
 @never_fails
@@ -159,13 +176,13 @@ def show_evaluation(run_dir: Path) -> None:
     """The scorecards, then example generations of both models side by side, right and wrong, per section."""
     path = run_dir / EVAL_RESULTS
     if not path.exists():
-        _show("text/html", "<p>No evaluation results: evaluation did not complete.</p>")
+        _show("<p>No evaluation results: evaluation did not complete.</p>",
+              "No evaluation results: evaluation did not complete.")
         return
     items = read_json(path)["items"]
     labels = models_in(items)
     tables = "".join(f"<div>{scorecard_html(items, by, labels)}</div>" for by in SCORECARD_BY if by in SIDE_BY_SIDE)
-    _show("text/html",
-          "<h4>Scorecards</h4><p>Share of items per group; strict: the taught format and the right answer; "
+    _show("<h4>Scorecards</h4><p>Share of items per group; strict: the taught format and the right answer; "
           "lenient: the right answer anywhere; format: the taught format.</p>"
           f'<div class="m44-tables">{tables}</div>'
           + "".join(scorecard_html(items, by, labels) for by in SCORECARD_BY if by not in SIDE_BY_SIDE)
@@ -174,7 +191,8 @@ def show_evaluation(run_dir: Path) -> None:
             f"changed, then per section an item the {labels[-1]} model got right and one it got wrong. Non-printing "
             f"characters are shown escaped (\\r, \\x00); outputs longer than {EXAMPLE_CHARS} characters are folded "
             f"(whole in {EVAL_RESULTS}).</p>"
-          + examples_html(items, labels))
+          + examples_html(items, labels),
+          f"Scorecards, the items training changed and example generations: {EVAL_SUMMARY}.")
 
 
 @never_fails
@@ -182,12 +200,14 @@ def show_outcome(run_dir: Path) -> None:
     """Fill the summary card at the top from the facts; here, the failure analysis and the manifest."""
     facts = read_json(run_dir / SUMMARY_FACTS)
     chart = run_dir / COMPARISON_PLOT
-    update_display({"text/html": card_html(facts, chart.read_bytes() if chart.is_file() else None)},
-                   display_id=CARD_ID, raw=True)
+    update_display({"text/html": card_html(facts, chart.read_bytes() if chart.is_file() else None),
+                    "text/plain": card_text(facts)}, display_id=CARD_ID, raw=True)
     if not completed(facts):  # the card above says what failed and why; the traceback goes here, at the end
-        _show("text/html", f"<h4>Traceback of the failure ({FAILURE_ANALYSIS})</h4>"
-                           f"<pre>{esc(facts['failure']['traceback'].rstrip() or NO_TRACEBACK)}</pre>")
-    _show("text/html", manifest_html(read_json(run_dir / MANIFEST)["files"]))
+        traceback = facts["failure"]["traceback"].rstrip() or NO_TRACEBACK
+        _show(f"<h4>Traceback of the failure ({FAILURE_ANALYSIS})</h4><pre>{esc(traceback)}</pre>",
+              f"Traceback of the failure: {FAILURE_ANALYSIS}.")
+    files = read_json(run_dir / MANIFEST)["files"]
+    _show(manifest_html(files), f"{MANIFEST}: {len(files)} files, each with its sha256.")
 
 
 # --- HTML built from the facts (pure functions) ---------------------------------------------------
@@ -198,6 +218,11 @@ def card_html(facts: dict, chart_png: bytes | None) -> str:
     the model, hardware and data; the headline numbers with their CIs and the chart; the statements."""
     ok = completed(facts)
     parts = [f'<p class="m44-outcome">{outcome_html(facts)}</p>']
+    if facts.get("inconsistent"):
+        parts += ['<p class="m44-inconsistent"><b>The evidence is inconsistent.</b> The run did its work and its '
+                  "results below stand, but the checker (lib/verify.py) disagrees with files the run wrote: judge "
+                  "those files against each disagreement, listed in m44_summary.md:</p>",
+                  list_html(facts["inconsistent"], "m44-causes")]
     if facts.get("interactive"):
         parts.append(f'<p class="m44-interactive">{esc(interactive_text(facts["interactive"]))}</p>')
     parts += [f'<p class="m44-caveat"><b>Caveat:</b> {esc(note)}.</p>' for note in facts.get("caveats") or []]
@@ -222,19 +247,32 @@ def card_html(facts: dict, chart_png: bytes | None) -> str:
     statements = "<br>".join(esc(line.removeprefix("> ")) for line in STATEMENTS)
     parts.append(f'<div class="m44-statements"><blockquote>{statements}</blockquote>'
                  f"<p>{esc(STATEMENTS_MEANING)}</p></div>")
-    kind = "m44-completed" if ok else "m44-failed"
-    return f'<section class="m44-card {kind}" aria-label="M44 run outcome">{"".join(parts)}</section>'
+    kind = "completed" if ok else "failed"
+    return (f'<section class="m44-card m44-{kind}" style="{card_style(kind)}" aria-label="M44 run outcome">'
+            f'{"".join(parts)}</section>')
+
+
+def card_text(facts: dict) -> str:
+    """The card as plain text: the outcome, what ran, what a reader must know, and on failure its causes."""
+    lines = [outcome_line(facts), f"What ran: {run_label(facts)}."]
+    lines += [f"Caveat: {note}." for note in facts.get("caveats") or []]
+    if not completed(facts):
+        lines += [f"Root cause: {cause}" for cause in root_causes(facts)] + [f"Next: {next_step(facts)}"]
+    return "\n".join(lines)
 
 
 def outcome_html(facts: dict) -> str:
     folder = f" · run folder <code>{esc(facts['run_folder'])}</code>"
+    what = f' · <span class="m44-kind">{esc(run_label(facts))}</span>'
     if completed(facts):
         phases = len(facts["phases"])
-        return (f'<span class="m44-badge">COMPLETED{interactive_suffix(facts)}</span> M44 run: all {phases} phases '
-                f"completed in {facts['run_time_s']:.1f} s{folder}")
+        return (f'<span class="m44-badge" style="{badge_style("completed")}">COMPLETED{interactive_suffix(facts)}</span> '
+                f"M44 run: all {phases} phases "
+                f"completed in {facts['run_time_s']:.1f} s{what}{folder}")
     failed = facts["failed"]
-    return (f'<span class="m44-badge">FAILED{interactive_suffix(facts)}</span> M44 run failed in phase '
-            f'<b>{esc(failed["name"])}</b> after {failed["duration_s"]:.1f} s{folder}')
+    return (f'<span class="m44-badge" style="{badge_style("failed")}">FAILED{interactive_suffix(facts)}</span> '
+            "M44 run failed in phase "
+            f'<b>{esc(failed["name"])}</b> after {failed["duration_s"]:.1f} s{what}{folder}')
 
 
 def facts_html(facts: dict) -> str:

@@ -21,6 +21,7 @@ from lib import consolidation, run_folder
 from lib.config import (
     RunConfig, collect_parameters, display_path, resolve_path, save_invalid_parameters, without_local_paths,
 )
+from lib.console import describe_exception
 from lib.contract import NOTEBOOK, PHASES, STOP_REQUEST
 from lib.evidence import read_json, write_json
 from lib.interactive import HOW_TO_STEP_THROUGH, Interactive, Kernel, identify_kernel
@@ -243,7 +244,7 @@ class Run:
         record = PhaseRecord(name, status, duration_s=round(time.perf_counter() - t0, 3))
         if exc is not None:
             record.cause = self._interruption() if isinstance(exc, KeyboardInterrupt) else (
-                one_line(f"{type(exc).__name__}: {exc}".split("\n")[0]))
+                one_line(describe_exception(exc).split("\n")[0]))
             record.traceback = without_local_paths("".join(traceback.format_exception(exc)))
         self.phases[name] = record
         self.save()

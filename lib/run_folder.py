@@ -3,7 +3,7 @@
 A run folder is claimed by creating claim.json in it with O_EXCL (`open(..., "x")`): of two launchers
 racing into the same folder exactly one creates the file; the other is refused before it writes anything.
 `lib.execute` claims before papermill starts and hands the claim to the notebook (M44_CLAIM_TOKEN); the
-raw papermill command claims in the notebook's first cell. Run folders live under submission_runs/ or
+raw papermill command claims in the notebook's Run.start cell. Run folders live under submission_runs/ or
 outside the repository, so a run can never leave untracked weights in lib/ or data/.
 """
 
@@ -151,7 +151,7 @@ def seal(run_dir: Path) -> None:
 def claim_interactive(run_dir: Path, detected_by: str) -> tuple[Claim, int]:
     """Claim `run_dir` for an interactive run, and how often it has been started there.
 
-    A folder an interactive kernel claimed earlier (this kernel: the first cell run again; or a kernel that no
+    A folder an interactive kernel claimed earlier (this kernel: Run.start's cell run again; or a kernel that no
     longer runs: restarted) is started over: everything in it is deleted. Refused: an official folder, a folder
     of another kind of run, one that a running kernel uses.
     """

@@ -8,6 +8,7 @@ screen (lib/report.py) is built from the same facts with the same helpers below.
     failed            {name, cause, duration_s} of the first failed phase, or null
     skipped           [{name, cause}] of the phases that did not run
     run_folder, launcher, model, device_dtype, hardware, config_sha256, run_time_s
+    configuration     "official" (the official contract's parameters) or "other"; official_folder: m44_v<N> or not
     processes         {count, backend, sharding}: the training processes (torchrun when count > 1)
     rehearsal         an official run's arming (lib/rehearsal.py): the rehearsal that passed, or the waiver; else null
     interactive       null, or for a run stepped through in Jupyter: {detected_by, starts, runs: {phase: n},
@@ -29,6 +30,7 @@ screen (lib/report.py) is built from the same facts with the same helpers below.
 
 from __future__ import annotations
 
+from lib.config import default_parameters
 from lib.contract import FAILURE_ANALYSIS, MANIFEST, STATEMENTS, TRAINING_METRICS
 from lib.printable import fence, one_line, table_cell, visible
 from lib.results import MODELS, describe, percent
@@ -62,9 +64,36 @@ INCONSISTENT = ("**The evidence is inconsistent.** The run did its work and its 
 MEMORY_KINDS = {"cpu_rss": "the training process's peak resident memory", "cuda_allocated": "the CUDA allocator's peak"}
 
 
+# Parameters that say where and how a run starts, not what it computes: no run differs from the official one by them.
+NOT_THE_CONFIGURATION = ("run_dir", "require_rehearsal")
+
+
+def differences_from_official(params: dict) -> list[str]:
+    """Each parameter of a run's config.json that differs from the official contract, with both values."""
+    official = default_parameters()
+    return [f"{name} {params[name]!r} (official: {value!r})" for name, value in official.items()
+            if name not in NOT_THE_CONFIGURATION and params.get(name, value) != value]
+
+
+def configuration(params: dict) -> str:
+    """"official" when a run's valid parameters are the official contract's, else "other"."""
+    return "other" if differences_from_official(params) else "official"
+
+
+def run_label(facts: dict) -> str:
+    """What ran, in words, for a title: the official run, or how it differs from it."""
+    if facts.get("configuration") == "official":
+        return "the official run" if facts.get("official_folder") else "the official configuration, in a scratch folder"
+    return f"not the official configuration: {one_line(facts['model'])} on {facts['device_dtype']}"
+
+
 def caveats(params: dict) -> list[str]:
     """What a reader must know before the numbers, from the run's valid parameters (config.json's)."""
     notes = []
+    if differences := differences_from_official(params):
+        notes.append(f"not the official configuration: {len(differences)} parameter"
+                     f"{'s differ' if len(differences) > 1 else ' differs'} from the official contract: "
+                     + ", ".join(differences))
     if params.get("model_name") == "gemma-2b-shape":
         notes.append("the weights are random (Gemma 2B's architecture with seeded random weights): this run "
                      "measures memory and time at full size; its accuracy is meaningless")
@@ -164,7 +193,7 @@ def outcome_line(facts: dict) -> str:
 def render_summary(facts: dict) -> str:
     """m44_summary.md: the outcome (on failure its causes and what to do), the statements, the key facts, the phases."""
     training, evaluation, repo = facts["training"], facts["evaluation"], facts["repository"]
-    lines = [f"# M44 summary: {status_label(facts)}", ""]
+    lines = [f"# M44 summary: {status_label(facts)}, {run_label(facts)}", ""]
     if facts["failed"]:
         lines += [f"**Failed in phase {facts['failed']['name']}.** Root cause:", ""]
         lines += [f"- {cause}" for cause in root_causes(facts)]

@@ -34,16 +34,18 @@ from transformers import (
 )
 
 from lib.config import RunConfig, repo_relative
-from lib.console import utf8_output
+from lib.console import describe_exception, utf8_output
 from lib.contract import CHECKPOINTS, CONFIG, FINAL_MODEL, PREFLIGHT, TRAINING_LOG, TRAINING_METRICS
 from lib.cpu_bfloat16 import bfloat16_matmuls
 from lib.data import load_training_records
 from lib.evidence import HeldFile, read_json, write_json
 from lib.launcher import join_processes, leave_process_group, process_group_backend, worker_main
 from lib.model_loading import DTYPES, load_model, load_tokenizer
+from lib.progress import time_left
 from lib.prompt_format import IGNORE_INDEX, encode_traces
 from lib.throughput import Peak, measure_peak_flops, model_flops_utilization, peak_memory, reset_peak_memory
 
+PRINTED_LINES = 20  # training's progress lines in the notebook at most; training_log.txt holds every logging step
 PACK_SEQUENCES = False  # decided by measurement: see build_collator and docs/BENCHMARKS.md
 STEP_WRITE_INTERVAL_S = 1.0  # how often training_metrics.json is rewritten between logging steps
 
@@ -168,12 +170,16 @@ class EvidenceLogger(TrainerCallback):
             f"step {state.global_step:>5}/{self.max_steps} | loss {logs['loss']:.4f} | "
             f"lr {logs.get('learning_rate', float('nan')):.2e} | "
             f"grad_norm {logs.get('grad_norm', float('nan')):.3f} | "
-            f"{record['tokens_per_s']:,.0f} tok/s | {record['elapsed_s']:.1f} s"
+            f"{record['tokens_per_s']:,.0f} tok/s | {record['elapsed_s']:.1f} s | "
+            f"{time_left(state.global_step, self.max_steps, record['elapsed_s'])} left"
         )
         if state.is_world_process_zero:
-            with self.log_path.open("a", encoding="utf-8") as f:
+            with self.log_path.open("a", encoding="utf-8", newline="\n") as f:
                 f.write(line + "\n")
-            print(line, flush=True)
+            # The notebook shows about PRINTED_LINES of them (the log file has every one): a page, not a scroll.
+            every = args.logging_steps * math.ceil(self.max_steps / args.logging_steps / PRINTED_LINES)
+            if state.global_step % every == 0 or state.global_step in (args.logging_steps, self.max_steps):
+                print(line, flush=True)
         if not math.isfinite(logs["loss"]):
             raise FloatingPointError(f"non-finite loss {logs['loss']} at step {state.global_step}")
         self.metrics.history.append(record)  # JSON holds no NaN: a non-finite loss stays in the log
@@ -346,7 +352,7 @@ def run_training(cfg: RunConfig, run_dir: Path, model_source: str) -> None:
         if isinstance(exc, KeyboardInterrupt):
             cause = f"interrupted by {str(exc) or 'Ctrl-C'}"
         else:
-            cause = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            cause = describe_exception(exc).split("\n")[0]
         metrics.write("failed", error=cause)
         raise
     metrics.write("completed")  # the plots are drawn by the kernel, from this file (lib/training.py)

@@ -56,7 +56,7 @@ from lib.console import utf8_output
 from lib.evidence import sha256_file
 from lib.results import compute_metrics, render_evaluation_summary
 from lib.run_folder import process_alive, read_claim
-from lib.summary import caveats, completed, outcome_line, render_failure_analysis, render_summary
+from lib.summary import caveats, completed, configuration, outcome_line, render_failure_analysis, render_summary
 
 RESTORE = "restore it from git (git checkout -- <run folder>) once the folder is committed"
 
@@ -317,6 +317,8 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
     if config is not None:
         say.expect("config_sha256", facts["config_sha256"], config.get("sha256", "n/a"), CONFIG)
         say.expect("caveats", facts["caveats"], caveats(config["parameters"]) if config.get("valid") else [], CONFIG)
+        say.expect("configuration", facts.get("configuration"),
+                   configuration(config["parameters"]) if config.get("valid") else "other", CONFIG)
         if config.get("valid"):
             say.expect("model", facts["model"], config["parameters"]["model_name"], CONFIG)
             say.expect("processes.count", facts["processes"]["count"], config["parameters"]["num_processes"], CONFIG)

@@ -8,32 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 from pathlib import Path
 
 from lib.config import REPO_ROOT
+from tools.browser import CHROMEDRIVER, CHROMIUM  # noqa: F401  (the tests import them from here)
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 ARTIFACTS = REPO_ROOT / "build" / "test-artifacts"
 WIDTHS = (1400, 900)
 FIRST_SCREEN = 1000  # px: what a reviewer sees before scrolling
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]+\", line \d+")
 PYTHON_DICT = re.compile(r"\{'[^']*': ")
-
-
-def start_browser():
-    """Headless Chromium as root on a machine without network: no sandbox, no background connections."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--hide-scrollbars"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
 # Per element: its page position and visible text; text inside a closed <details> has no box and is left out.

@@ -22,12 +22,17 @@ from pathlib import Path
 import pytest
 import yaml
 from filelock import FileLock
+from hypothesis import HealthCheck, settings
 
 from lib.config import REPO_ROOT, RunConfig, default_parameters, load_config
 from lib.execute import NOTEBOOK  # noqa: F401  (the tests import it from here)
 from lib.model_builder import build_model_from_config, model_config_path
 
 FAULTS = REPO_ROOT / "tests" / "faults"
+# Property-based tests (Hypothesis): seeded, so that CI runs the same examples every time, and bounded in number.
+settings.register_profile("m44", derandomize=True, max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "m44"))
 EMBEDDED = REPO_ROOT / "params" / "embedded.yaml"
 
 
@@ -170,7 +175,7 @@ def demo_conditions(shared_run) -> dict:
 @pytest.fixture(scope="session")
 def browser():
     """Headless Chromium, once per test process (tests/browser.py)."""
-    from tests.browser import CHROMEDRIVER, CHROMIUM, start_browser
+    from tools.browser import CHROMEDRIVER, CHROMIUM, start_browser
 
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")

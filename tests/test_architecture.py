@@ -22,7 +22,7 @@ LAYERS = {
     "evidence core": {"config", "evidence", "run_folder", "repository", "rehearsal", "data", "scoring", "stats",
                       "results", "summary", "verify"},
     "building": {"prompt_format", "model_loading", "model_builder", "gguf_model", "model_source", "generation",
-                 "resources", "throughput", "cpu_bfloat16", "snapshot", "plots", "launcher"},
+                 "resources", "throughput", "cpu_bfloat16", "snapshot", "plots", "launcher", "progress"},
     "phases": {"preflight", "training", "evaluation", "consolidation"},
     "the run": {"run", "interactive", "report"},
     "entry points": {"execute", "lab", "reevaluate", "data_check", "training_worker", "evaluation_worker"},

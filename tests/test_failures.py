@@ -145,6 +145,44 @@ def test_a_failing_display_changes_nothing_about_the_run(tmp_path, params, compl
     assert "display failed (injected by the test)" in (run_dir / "run.ipynb").read_text(encoding="utf-8")
 
 
+def test_generations_holding_any_character_are_kept_exactly_shown_escaped_and_verified(tmp_path):
+    """The untrained model of a real run generated a carriage return, and the run was marked FAILED by its own
+    verifier. Here every output holds one of the characters that break a line somewhere or do not show."""
+    run_dir = tmp_path / "run"
+    done = papermill_command(run_dir, embedded(eval_limit=16), env=with_fault("strange_generations"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert verify(run_dir) == []
+    items = json.loads((run_dir / "evaluation_results.json").read_text(encoding="utf-8"))["items"]
+    strange = ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\x00", "\ufffd", "\u202e"]
+    for n, char in enumerate(strange):  # kept exactly in the JSON, in both models' outputs
+        assert f"4{char}2" in items[n]["trained"]["output"] and f"4{char}2" in items[n]["baseline"]["output"]
+    for name in ("evaluation_summary.md", "m44_summary.md"):
+        text = (run_dir / name).read_bytes().decode("utf-8")
+        assert text.split("\n") == text.splitlines() + [""], name  # a line of the file is a line of the text
+        assert not any(char in text for char in strange), name
+    summary = (run_dir / "evaluation_summary.md").read_text(encoding="utf-8")
+    assert "4\\r2" in summary  # item 0's carriage return, shown escaped
+    assert "4\\r2" in (run_dir / "run.ipynb").read_text(encoding="utf-8").replace("\\\\", "\\")
+
+
+def test_a_writer_the_checker_disagrees_with_leaves_a_completed_run_that_says_so(tmp_path):
+    """A fault of the checker's kind: the work is done, the evidence disagrees with itself. The run stays completed,
+    its results visible; the summary and the card name the file and the difference; the exit status is non-zero."""
+    run_dir = tmp_path / "run"
+    done = papermill_command(run_dir, embedded(), env=with_fault("writer_disagrees"))
+    assert done.returncode != 0 and "M44 run COMPLETED, but its evidence does not verify" in done.stderr
+    facts = json.loads((run_dir / "m44_summary.json").read_text(encoding="utf-8"))
+    assert facts["status"] == "completed" and facts["evaluation"]["trained"]["n"] == 10
+    problem = facts["inconsistent"][0]
+    assert problem.startswith("evaluation_summary.md: differs from what evaluation_results.json renders: line 3")
+    assert "the file has '\\r' where the rendering has ' '" in problem
+    summary = (run_dir / "m44_summary.md").read_text(encoding="utf-8")
+    assert summary.startswith("# M44 summary: COMPLETED (EVIDENCE INCONSISTENT), not the official configuration")
+    assert "**The evidence is inconsistent.**" in summary and "- **trained**: accuracy " in summary
+    assert not (run_dir / "failure_analysis.md").exists()
+    assert [p for p in verify(run_dir) if "evaluation_summary.md" in p]  # lib.verify still names it
+
+
 def test_the_design_cards_command_is_refused_until_rehearsed_and_the_waiver_is_documented(tmp_path, monkeypatch):
     """The design card's command with the notebook's own defaults, on this machine (no GPU, no rehearsal): refused
     before anything is claimed, the folder left usable; then with the waiver, a documented pre-flight failure."""

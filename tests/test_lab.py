@@ -537,3 +537,39 @@ def test_stepping_through_in_jupyterlab_re_running_evaluation_with_a_changed_par
     assert "m44_v1 is an official one-shot folder, and this is an interactive run" in reply["evalue"]
     assert official_state() == official
     assert repository_state(lab.run_dir) == before  # nothing outside the run folder and build/lab/ changed
+
+
+@pytest.mark.notebook
+def test_a_kernel_a_script_drives_cell_by_cell_is_an_interactive_run_and_may_run_a_phase_again(tmp_path):
+    """nbclient driving a kernel cell by cell, as a script, an IDE's notebook runner or `jupyter console` do: no
+    JPY_SESSION_NAME, no VS Code variables, not papermill's command. The run is interactive, labelled so, and the
+    evaluation cell run again after a parameter change re-runs evaluation with no stale evidence left."""
+    import nbclient
+    import nbformat
+    import papermill
+
+    run_dir = tmp_path / "run"
+    copy = tmp_path / "stepped.ipynb"
+    papermill.execute_notebook(str(REPO_ROOT / "notebooks" / "m44.ipynb"), str(copy), prepare_only=True,
+                               parameters={**profile("embedded"), "max_steps": 6, "logging_steps": 3,
+                                           "max_new_tokens": 8, "eval_limit": 4, "run_dir": str(run_dir)})
+    nb = nbformat.read(copy, as_version=4)
+    client = nbclient.NotebookClient(nb, resources={"metadata": {"path": str(REPO_ROOT)}}, kernel_name="python3")
+    code = [n for n, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+    evaluation = next(n for n in code if 'run.phase("evaluation"' in nb.cells[n].source)
+    with client.setup_kernel(env={k: v for k, v in os.environ.items() if k != "JPY_SESSION_NAME"}):
+        for n in code:
+            client.execute_cell(nb.cells[n], n)
+        first = read_json(run_dir / "evaluation_results.json")
+        assert verify(run_dir) == []
+        tweak = nbformat.v4.new_code_cell("max_new_tokens = 4")
+        client.execute_cell(tweak, len(nb.cells))
+        for n in [m for m in code if m >= evaluation]:  # evaluation again, then consolidation and finish
+            client.execute_cell(nb.cells[n], n)
+    again = read_json(run_dir / "evaluation_results.json")
+    assert (first["max_new_tokens"], again["max_new_tokens"]) == (8, 4)
+    assert verify(run_dir) == []
+    facts = read_json(run_dir / "m44_summary.json")
+    assert facts["launcher"] == "interactive" and facts["interactive"]["runs"]["evaluation"] == 2
+    assert "not by papermill's command or lib.execute" in facts["interactive"]["detected_by"]
+    assert "Interactive run, stepped through cell by cell" in (run_dir / "m44_summary.md").read_text(encoding="utf-8")

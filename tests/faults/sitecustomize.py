@@ -190,6 +190,39 @@ def _held_files(*, for_good: str | None):
     os.replace = replace
 
 
+# What a model can generate that breaks a line in some reader or does not show: carriage return, vertical tab, the
+# file, group and record separators, next line, the line and paragraph separators, NUL, a replacement character
+# (what an unpaired surrogate decodes to), a right-to-left override, an escape sequence.
+STRANGE = ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\x00", "\ufffd", "\u202e",
+           "\x1b[31m", "\r\n", "`", "|"]
+
+
+def _strange_generations(generation):
+    """Every generated output holds one of STRANGE (item n the n-th, cycling), in its reasoning and in its answer;
+    one output is as long as max_new_tokens allows in characters. Patched where generation runs: the worker."""
+    original = generation.generate_greedy
+
+    def generate_greedy(model, tokenizer, prompts, batch_size, max_new_tokens, label="generate"):
+        records = original(model, tokenizer, prompts, batch_size, max_new_tokens, label=label)
+        for n, record in enumerate(records):
+            char = STRANGE[n % len(STRANGE)]
+            record["output"] = f"<reasoning>4{char}2 is{char}</reasoning>\n<answer>4{char}2</answer>"
+        records[-1]["output"] = ("x\r" * max_new_tokens)[:max_new_tokens * 4]
+        return records
+
+    generation.generate_greedy = generate_greedy
+
+
+def _writer_disagrees(worker):
+    """The evaluation worker writes an evaluation summary the verifier would not render: a fault of the checker's
+    kind (the writer and the checker out of step), the run's work done. Only in the worker, which imports this."""
+    import lib.evaluation
+
+    original = lib.evaluation.render_evaluation_summary
+    lib.evaluation.render_evaluation_summary = lambda metrics, items: original(metrics, items).replace(
+        "greedy decoding", "greedy\rdecoding", 1)
+
+
 FAULTS = {
     "oom": lambda: _at_step(_oom),
     "sigkill": lambda: _at_step(lambda trainer: os.kill(os.getpid(), signal.SIGKILL)),
@@ -206,6 +239,8 @@ FAULTS = {
     "report_disk_full": lambda: _full_disk(even_for_the_failure=False),
     "disk_full_at_the_end": lambda: _full_disk(even_for_the_failure=True),
     "held_files": lambda: _held_files(for_good=None),
+    "strange_generations": lambda: _on_import("lib.generation", _strange_generations),
+    "writer_disagrees": lambda: _on_import("lib.evaluation_worker", _writer_disagrees),
     "held_results": lambda: _held_files(for_good="evaluation_results.json"),
 }
 
