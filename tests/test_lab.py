@@ -533,7 +533,7 @@ def test_stepping_through_in_jupyterlab_re_running_evaluation_with_a_changed_par
     official = official_state()  # an official folder refuses the interactive kernel, whatever its run_dir says
     kernel.console('run_dir = "submission_runs/m44_v1"')
     reply = kernel.run(first)
-    assert reply["status"] == "error" and reply["ename"] == "ValueError"
+    assert reply["status"] == "error" and reply["ename"] == "Refused"
     assert "m44_v1 is an official one-shot folder, and this is an interactive run" in reply["evalue"]
     assert official_state() == official
     assert repository_state(lab.run_dir) == before  # nothing outside the run folder and build/lab/ changed
@@ -562,8 +562,8 @@ def test_a_kernel_a_script_drives_cell_by_cell_is_an_interactive_run_and_may_run
             client.execute_cell(nb.cells[n], n)
         first = read_json(run_dir / "evaluation_results.json")
         assert verify(run_dir) == []
-        tweak = nbformat.v4.new_code_cell("max_new_tokens = 4")
-        client.execute_cell(tweak, len(nb.cells))
+        nb.cells.append(nbformat.v4.new_code_cell("max_new_tokens = 4"))  # a cell the user adds at the end
+        client.execute_cell(nb.cells[-1], len(nb.cells) - 1)
         for n in [m for m in code if m >= evaluation]:  # evaluation again, then consolidation and finish
             client.execute_cell(nb.cells[n], n)
     again = read_json(run_dir / "evaluation_results.json")
