@@ -129,7 +129,7 @@ def test_an_interactive_run_is_labelled_in_the_claim_the_facts_and_the_summary(n
     assert facts["interactive"] == {"detected_by": "make lab's scratch copy", "starts": 1, "parameter_changes": [],
                                     "runs": {"preflight": 1, "training": 1, "evaluation": 1}}
     summary = (run.dir / "m44_summary.md").read_text(encoding="utf-8")
-    assert summary.startswith("# M44 summary: COMPLETED (interactive run)\n")
+    assert summary.startswith("# M44 summary: COMPLETED (interactive run), not the official configuration: ")
     assert "Interactive run, stepped through cell by cell (make lab's scratch copy): not the official run." in summary
     assert verify(run.dir) == []
 

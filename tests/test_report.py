@@ -105,10 +105,9 @@ def test_the_completed_card_names_the_data_and_shows_the_headline_numbers_and_ch
     assert "COMPLETED" in card and "m44-causes" not in card
 
 
-def test_every_display_reads_the_folder_and_has_no_text_form_for_the_terminal(tmp_path, official_params, monkeypatch,
-                                                                              capsys):
-    """papermill --log-output prints each display's text/plain: the displays have none, so `make demo` shows
-    the phases' progress and the outcome, never a table or a dict."""
+def test_every_display_reads_the_folder_and_has_a_short_text_form(tmp_path, official_params, monkeypatch, capsys):
+    """Each display is HTML for the report plus a short text/plain for readers that show no HTML (jupyter console,
+    papermill --log-output): a few lines of sentences, never a table, a dict or an object's repr."""
     run = Run.start({**official_params, **profile("embedded"), "run_dir": str(tmp_path / "run")})
     run.phase("evaluation", fake_training_and_evaluation)
     run.consolidate()
@@ -119,7 +118,11 @@ def test_every_display_reads_the_folder_and_has_no_text_form_for_the_terminal(tm
     for show in (report.show_preflight, report.show_training, report.show_evaluation, report.show_outcome):
         show(run.dir)
     assert "(display " not in capsys.readouterr().out  # no helper failed
-    assert len(shown) == 6 and all(set(bundle) <= {"text/html", "text/markdown"} for bundle in shown), shown
+    assert len(shown) == 6 and all(set(bundle) == {"text/html", "text/plain"} for bundle in shown), shown
+    for bundle in shown:
+        plain = bundle["text/plain"]
+        assert plain.strip() and len(plain.splitlines()) <= 12, plain
+        assert not any(mark in plain for mark in ("<", "{", "|", " object at 0x")), plain
     card = shown[-2]["text/html"]  # the update of the card at the top
     assert 'class="m44-card m44-completed"' in card and "66.7%" in card
 

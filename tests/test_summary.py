@@ -7,6 +7,7 @@ import copy
 
 import pytest
 
+from lib.config import default_parameters
 from lib.contract import STATEMENTS
 from lib.results import ci_text, describe, percent, points
 from lib.summary import (
@@ -44,6 +45,8 @@ def completed_facts() -> dict:
         "preflight": [{**c, "status": "pass"} for c in CHECKS],
         "repository": {"commit": "abc123", "dirty": False, "unchanged": True, "change": ""},
         "caveats": [],
+        "configuration": "official",
+        "official_folder": True,
         "memory": {"estimate_bytes": 3 * 2**30, "peak_bytes": 2**31, "kind": "cpu_rss"},
         "training": {"status": "completed", "steps_completed": 1500, "runtime_s": 66.0,
                      "first": {"step": 1, "loss": 6.9016}, "last": {"step": 1500, "loss": 0.1012}},
@@ -92,7 +95,7 @@ def test_differences_are_signed_points_with_one_decimal():
 def test_a_completed_summary_states_outcome_statements_data_and_numbers_in_one_format():
     text = render_summary(completed_facts())
     lines = text.splitlines()
-    assert lines[0] == "# M44 summary: COMPLETED"
+    assert lines[0] == "# M44 summary: COMPLETED, the official run"
     assert all(line in lines for line in STATEMENTS)
     assert lines.index(STATEMENTS_MEANING) == lines.index(STATEMENTS[1]) + 2  # right below the statements
     # The file's name whatever platform wrote the path: a Windows run's facts render the same on Linux.
@@ -118,7 +121,7 @@ def test_failed_checks_are_the_root_causes_and_skipped_checks_and_phases_their_c
     ]
     text = render_summary(facts)
     lines = text.splitlines()
-    assert lines[:5] == ["# M44 summary: FAILED IN PREFLIGHT", "", "**Failed in phase preflight.** Root cause:", "",
+    assert lines[:5] == ["# M44 summary: FAILED IN PREFLIGHT, the official run", "", "**Failed in phase preflight.** Root cause:", "",
                          "- eval data: FileNotFoundError: eval file not found: data/none.jsonl"]
     effects = lines.index("Not done as a consequence:")
     assert lines[effects + 2:effects + 5] == [f"- {line}" for line in consequences(facts)]
@@ -158,12 +161,15 @@ def test_memory_is_stated_beside_the_estimate_and_caveats_come_before_the_number
     lines = render_summary(facts).splitlines()
     assert ("- **memory**: peak 2.00 GiB measured in training (the training process's peak resident memory); "
             "pre-flight estimated 3.00 GiB, 1.50x the peak") in lines
-    facts.update(memory=None, caveats=caveats({"model_name": "gemma-2b-shape", "eval_limit": 4}))
+    facts.update(memory=None, caveats=caveats({**default_parameters(), "model_name": "gemma-2b-shape", "eval_limit": 4}))
     lines = render_summary(facts).splitlines()
     assert not any(line.startswith("- **memory**") for line in lines)  # training logged no step
     notes = [line for line in lines if line.startswith("**Caveat**")]
-    assert notes == ["**Caveat**: the weights are random (Gemma 2B's architecture with seeded random weights): this "
+    assert notes == ["**Caveat**: not the official configuration: 2 parameters differ from the official contract: "
+                     "model_name 'gemma-2b-shape' (official: 'google/gemma-2b'), eval_limit 4 (official: 0).",
+                     "**Caveat**: the weights are random (Gemma 2B's architecture with seeded random weights): this "
                      "run measures memory and time at full size; its accuracy is meaningless.",
                      "**Caveat**: only the first 4 eval items were scored (parameter eval_limit)."]
     assert lines.index(notes[0]) < next(i for i, line in enumerate(lines) if line.startswith("- **trained**"))
-    assert caveats({"model_name": "embedded", "eval_limit": 0}) == []
+    assert caveats(default_parameters()) == []
+    assert caveats({**default_parameters(), "run_dir": "elsewhere"}) == []  # where a run is written is not what ran
