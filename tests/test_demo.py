@@ -33,7 +33,8 @@ def test_demo_leaves_the_complete_evidence_set(demo_run):
         assert (run_dir / name).is_file(), name
     assert not (run_dir / "failure_analysis.md").exists()
     assert f"Report: {run_dir / 'run.html'}" in stdout
-    assert "step  1500/1500" in stdout  # training progress streamed to the terminal live
+    assert "M44.1 training: step " in stdout and "about " in stdout  # progress with the time left, live
+    assert "M44.1 training: completed in " in stdout
     summary = (run_dir / "m44_summary.md").read_text(encoding="utf-8").splitlines()
     assert all(line in summary for line in STATEMENTS)
     manifest = {f["path"]: f["sha256"] for f in read(run_dir, "manifest.json")["files"]}

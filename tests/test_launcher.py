@@ -163,14 +163,14 @@ def test_a_raw_papermill_folder_overwritten_by_a_second_call_is_caught(tmp_path)
 
 
 def start_long_run(run_dir: Path, *extra: str) -> tuple[subprocess.Popen, list[str]]:
-    """lib.execute on a long embedded run, read until training has logged a few steps."""
+    """lib.execute on a long embedded run, read until its progress shows training's first logged step."""
     launcher = subprocess.Popen([sys.executable, "-m", "lib.execute", "--params", EMBEDDED, *LONG, *extra,
                                  "--run-dir", str(run_dir)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, encoding="utf-8")
     lines = []
     for line in launcher.stdout:
         lines.append(line)
-        if re.match(r"step +6/400", line):
+        if re.match(r"M44\.1 training: step \d+/400", line):
             return launcher, lines
     raise AssertionError("training never started:\n" + "".join(lines[-40:]))
 

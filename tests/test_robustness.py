@@ -146,7 +146,7 @@ def test_a_report_that_cannot_be_written_is_the_runs_documented_failure(tmp_path
     run_dir = tmp_path / "run"
     done = launch("--params", EMBEDDED, *SHORT, "--run-dir", str(run_dir), env=with_fault("report_disk_full"))
     assert done.returncode == 1, done.stdout[-3000:]
-    assert "FAILED report: OSError: [Errno 28] No space left on device" in done.stdout
+    assert "FAILED report: No space left on device" in done.stdout
     assert facts(run_dir)["status"] == "failed in report" and not (run_dir / "run.html").exists()
     for name in REQUIRED_ALWAYS + REQUIRED_ON_FAILURE:
         assert (run_dir / name).is_file(), name
@@ -219,7 +219,7 @@ def test_a_missing_local_model_folder_is_named_as_a_folder(tmp_path):
                   "--run-dir", str(tmp_path / "run"))
     assert "model folder ./models/no-such-model does not exist (parameter 'model_name')" in done.stdout
     line = next(line for line in done.stdout.splitlines() if line.startswith("[FAIL] model source"))
-    assert "FileNotFoundError" in line and "repo id" not in line.lower()  # not taken for a malformed hub id
+    assert "does not exist" in line and "repo id" not in line.lower()  # not taken for a malformed hub id
 
 
 @pytest.mark.parametrize("n, shown", [(0, "0 bytes"), (512, "512 bytes"), (3 * 2**20, "3.0 MiB"),

@@ -213,13 +213,12 @@ def _strange_generations(generation):
     generation.generate_greedy = generate_greedy
 
 
-def _writer_disagrees(worker):
-    """The evaluation worker writes an evaluation summary the verifier would not render: a fault of the checker's
-    kind (the writer and the checker out of step), the run's work done. Only in the worker, which imports this."""
-    import lib.evaluation
-
-    original = lib.evaluation.render_evaluation_summary
-    lib.evaluation.render_evaluation_summary = lambda metrics, items: original(metrics, items).replace(
+def _writer_disagrees(evaluation):
+    """lib.evaluation writes an evaluation summary the verifier would not render: a fault of the checker's kind (the
+    writer and the checker out of step), the run's work done. The worker runs as __main__, so the hook is on the
+    module it writes through; the checker renders with lib.results's own function, untouched."""
+    original = evaluation.render_evaluation_summary
+    evaluation.render_evaluation_summary = lambda metrics, items: original(metrics, items).replace(
         "greedy decoding", "greedy\rdecoding", 1)
 
 
@@ -240,7 +239,7 @@ FAULTS = {
     "disk_full_at_the_end": lambda: _full_disk(even_for_the_failure=True),
     "held_files": lambda: _held_files(for_good=None),
     "strange_generations": lambda: _on_import("lib.generation", _strange_generations),
-    "writer_disagrees": lambda: _on_import("lib.evaluation_worker", _writer_disagrees),
+    "writer_disagrees": lambda: _on_import("lib.evaluation", _writer_disagrees),
     "held_results": lambda: _held_files(for_good="evaluation_results.json"),
 }
 
