@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The run must leave no stray files in the repository, bytecode caches included.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test bench bench-trl shape data check-data rehearse gemma demo-gemma lab lab-install clean-venv
+.PHONY: demo test bench bench-trl shape data check-data compare rehearse gemma demo-gemma lab lab-install clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ lab: lab-install  ## JupyterLab on a scratch copy of the notebook and a new inte
 
 check-data: $(STAMP)  ## the data checks of pre-flight and a report, no run: TRAIN=, EVAL=, PROFILE= (default: the profile's files)
 	$(PY) -m lib.data check $(if $(TRAIN),--train "$(TRAIN)") $(if $(EVAL),--eval "$(EVAL)") --params $(or $(PROFILE),params/embedded.yaml)
+
+compare: $(STAMP)  ## two run folders side by side into a new build/compare/ folder: A=, B= (run folders), OUT= (optional)
+	$(if $(and $(A),$(B)),,$(error name both runs: make compare A=submission_runs/<run> B=submission_runs/<other run>))
+	$(PY) -m lib.compare "$(A)" "$(B)" $(if $(OUT),--out "$(OUT)")
 
 data: $(STAMP)  ## regenerate data/ (deterministic: the result equals the committed files)
 	$(PY) -m tools.datagen
