@@ -5,6 +5,7 @@
 
 Each folder is verified first (lib.verify.check); a completed, a failed and an interrupted run (one that never
 reached consolidation) can all be compared, and a run that fails verification is named on the page's first screen.
+A rehearsal's scratch folder (pre-flight only) can stand for a run: it has no manifest to verify, and no results.
 The comparison is gathered once as data (compare.json), and the page (compare.html, one offline file) and the
 printed summary are rendered from it by the pure functions below. Both go to --out (a new or empty folder; default
 a new one under build/compare/), never into a run folder.
@@ -37,13 +38,14 @@ from pathlib import Path
 from lib.config import REPO_ROOT
 from lib.console import utf8_output
 from lib.contract import (
-    CLAIM, CONFIG, DATA_REPORT, ENV_SNAPSHOT, EVAL_RESULTS, GPU_SNAPSHOT, MANIFEST, PHASES, SUMMARY, SUMMARY_FACTS,
-    TRAINING_METRICS,
+    CLAIM, CONFIG, DATA_REPORT, ENV_SNAPSHOT, EVAL_RESULTS, GPU_SNAPSHOT, MANIFEST, PHASES, PREFLIGHT, SUMMARY,
+    SUMMARY_FACTS, TRAINING_METRICS,
 )
 from lib.evidence import write_json, write_text
 from lib.execute import new_run_dir
 from lib.plots import plot_loss_overlay
 from lib.printable import one_line, visible
+from lib.rehearsal import RECORD as REHEARSAL
 from lib.results import COMPARED, MODELS, percent, points, rate
 from lib.run_folder import TOKEN_ENV
 from lib.stats import Sides, paired_comparison, word_verdict
@@ -64,9 +66,9 @@ SECTIONS = {  # name -> (heading, the files its values come from)
     "parameters": ("Parameters", (CONFIG,)),
     "code": ("Code", (SUMMARY_FACTS, PHASES)),
     "environment": ("Environment", (ENV_SNAPSHOT, GPU_SNAPSHOT)),
-    "hardware": ("Hardware", (ENV_SNAPSHOT, GPU_SNAPSHOT, TRAINING_METRICS)),
+    "hardware": ("Hardware", (ENV_SNAPSHOT, GPU_SNAPSHOT)),
     "data": ("Data", (DATA_REPORT,)),
-    "outcome": ("Outcome and phases", (SUMMARY_FACTS, PHASES, TRAINING_METRICS)),
+    "outcome": ("Outcome and phases", (SUMMARY_FACTS, PHASES, PREFLIGHT, TRAINING_METRICS)),
 }
 GROUPS = ("category", "difficulty")
 EXAMPLES = 6  # items shown whole where the two trained models disagree; compare.json lists every one
@@ -84,20 +86,28 @@ class Refused(ValueError):
 
 
 def read_run(path: Path) -> dict:
-    """Everything the comparison reads from one run folder, after verifying it; Refused if it is no run folder."""
+    """Everything the comparison reads from one run folder, after verifying it; Refused if it is no run folder.
+
+    A rehearsal's scratch folder (`make rehearse`: pre-flight only, build/rehearsals/) is read too: it claims
+    nothing and has no manifest, so there is nothing to verify, but its parameters, snapshots and data report
+    are what the official run it armed must share.
+    """
     try:
         result = check(path)
+        verification = {"checked": True, "ok": not result.problems, "problems": result.problems,
+                        "verified": result.verified, "notes": result.notes}
     except NotARunFolder as exc:
-        raise Refused(f"{exc}; name a run folder (one holding {SUMMARY}, {MANIFEST} or {CLAIM})") from None
+        if not all((path / name).is_file() for name in (CONFIG, PREFLIGHT)):
+            raise Refused(f"{exc}; name a run folder (one holding {SUMMARY}, {MANIFEST} or {CLAIM}) or a rehearsal's "
+                          f"folder (one holding {CONFIG} and {PREFLIGHT})") from None
+        verification = {"checked": False, "ok": True, "problems": [], "verified": 0, "notes": [
+            "a rehearsal (pre-flight only, claims nothing): it has no manifest, so there is nothing to verify"]}
     unreadable: list[str] = []  # named by the verification too; here they only make a part not comparable
-    run = {name: load_json(path, name, unreadable)
-           for name in (CONFIG, PHASES, SUMMARY_FACTS, TRAINING_METRICS, EVAL_RESULTS, DATA_REPORT, CLAIM)}
+    run = {name: load_json(path, name, unreadable) for name in (
+        CONFIG, PHASES, SUMMARY_FACTS, TRAINING_METRICS, EVAL_RESULTS, DATA_REPORT, PREFLIGHT, CLAIM, REHEARSAL)}
     run.update({name: read_text(path / name) if (path / name).is_file() else None
                 for name in (ENV_SNAPSHOT, GPU_SNAPSHOT)})
-    run["path"] = path
-    run["verification"] = {"ok": not result.problems, "problems": result.problems, "verified": result.verified,
-                           "notes": result.notes}
-    return run
+    return {**run, "path": path, "verification": verification}
 
 
 def same_run(a: dict, b: dict) -> str | None:
@@ -139,10 +149,11 @@ def guarded(what: str, gather, *args) -> dict:
 
 def identity(run: dict) -> dict:
     facts, claim = run[SUMMARY_FACTS], run[CLAIM] or {}
+    rehearsal = not run["verification"]["checked"]
     return {
         "path": str(run["path"]),
         "status": status_of(run),
-        "launcher": facts["launcher"] if facts else claim.get("launcher"),
+        "launcher": "lib.execute --preflight-only" if rehearsal else facts["launcher"] if facts else claim.get("launcher"),
         "started_utc": claim.get("started_utc"),
         "model": facts["model"] if facts else (run[CONFIG] or {}).get("parameters", {}).get("model_name"),
         "verification": run["verification"],
@@ -152,6 +163,9 @@ def identity(run: dict) -> dict:
 def status_of(run: dict) -> str:
     if run[SUMMARY_FACTS]:
         return run[SUMMARY_FACTS]["status"]
+    if not run["verification"]["checked"]:
+        failed = any(c["status"] == "fail" for c in (run[PREFLIGHT] or {}).get("checks", []))
+        return "rehearsal: pre-flight " + ("passed" if run[REHEARSAL] else "failed" if failed else "did not finish")
     running = [p["name"] for p in (run[PHASES] or {}).get("phases", []) if p.get("status") == "running"]
     return "interrupted" + (f" in {running[-1]}" if running else "") + ", never consolidated"
 
@@ -178,12 +192,16 @@ def parameter_values(run: dict) -> dict:
 
 
 def code_values(run: dict) -> dict:
-    """The repository state when the run started; the facts add whether it changed during the run."""
-    before = (run[PHASES] or {}).get("repository_before") or {}
+    """The repository state when the run started (a rehearsal's: its pass record, else its environment snapshot);
+    a run's facts add whether it changed during the run."""
+    snapshot = snapshot_head(run[ENV_SNAPSHOT])
+    before = (run[PHASES] or {}).get("repository_before") or run[REHEARSAL] or {}
     repository = (run[SUMMARY_FACTS] or {}).get("repository") or before
-    values = {"commit": repository.get("commit"), "uncommitted changes": repository.get("dirty")}
-    if before:
+    dirty = repository.get("dirty", {"True": True, "False": False}.get(snapshot.get("working tree dirty", "").split(" ")[0]))
+    values = {"commit": repository.get("commit") or snapshot.get("commit"), "uncommitted changes": dirty}
+    if "status" in before:
         values["uncommitted files"] = "; ".join(line.strip() for line in before["status"].splitlines()) or "none"
+    if "diff_sha256" in before:
         values["uncommitted diff sha256"] = before["diff_sha256"]
     if "unchanged" in repository:
         values["repository unchanged during the run"] = repository["unchanged"]
@@ -295,6 +313,7 @@ def outcome_values(run: dict) -> dict:
         values["run time (s)"] = round(facts["run_time_s"], 1)
         values["interactive run"] = bool(facts.get("interactive"))
         values["rehearsal"] = facts.get("rehearsal") or "none"
+    values |= {f"pre-flight {c['name']}": c["status"] for c in (run[PREFLIGHT] or {}).get("checks", [])}
     if training:
         values |= {"training": training["status"], "training steps": training["steps_completed"]}
     return values
@@ -443,9 +462,9 @@ def why_not_paired(a: dict, b: dict) -> str | None:
         changed = [item["id"] for item in items["A"] if item[field] != by_id[item["id"]][field]]
         if changed:
             what = "expected answer" if field == "expected_answer" else "prompt"
-            return (f"the eval items have the same ids but {len(changed)} differ in their {what} "
-                    f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}): different eval sets. "
-                    f"{fix[0].upper()}{fix[1:]}")
+            return (f"the eval items have the same ids, but {len(changed)} {'has' if len(changed) == 1 else 'have'} "
+                    f"another {what} in run B ({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}): "
+                    f"different eval sets. {fix[0].upper()}{fix[1:]}")
     return None
 
 
@@ -522,12 +541,17 @@ def section_counts(section: dict) -> str:
     n = len(section["differ"])
     counts = f"{n} {'differs' if n == 1 else 'differ'}, {section['equal']} equal" if n else \
         f"nothing differs, {section['equal']} equal"
-    return counts + "".join(f" (run {label} has no {' or '.join(files)})" for label, files in section["absent"].items())
+    return counts + "".join(f" (run {label} has no {either(files)})" for label, files in section["absent"].items())
+
+
+def either(names: list[str]) -> str:
+    """'a', 'a or b', 'a, b or c'."""
+    return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 def run_line(label: str, run: dict) -> str:
     check = run["verification"]
-    verified = (f"verified ({check['verified']} files)" if check["ok"] else
+    verified = (check["notes"][0] if not check["checked"] else f"verified ({check['verified']} files)" if check["ok"] else
                 f"FAILS VERIFICATION: {len(check['problems'])} problem(s), the first: {one_line(check['problems'][0])}")
     return f"Run {label}: {one_line(run['path'])}: {run['status']}; {verified}"
 
@@ -571,9 +595,7 @@ def esc(text: str) -> str:
 def render_html(facts: dict, stylesheet: str) -> str:
     """compare.html: the first screen (both runs, their verification, what differs, the headline and the verdict),
     then the tables of differences, the results side by side, and the paired test with the disagreeing items."""
-    a, b = (Path(facts["runs"][label]["path"]) for label in LABELS)
-    # Two folders of one name (m44_v1 of two checkouts, "run" of two tests) are told apart by their parents.
-    names = [f"{p.parent.name}/{p.name}" if a.name == b.name else p.name for p in (a, b)]
+    names = short_names([Path(facts["runs"][label]["path"]) for label in LABELS])
     title = f"Run comparison: {names[0]} vs {names[1]}"
     body = "".join([
         f"<h1>{esc(title)}</h1>",
@@ -593,13 +615,21 @@ def render_html(facts: dict, stylesheet: str) -> str:
             f'<body><main class="jp-RenderedHTMLCommon jp-OutputArea-output cmp-page">{body}</main></body></html>\n')
 
 
+def short_names(paths: list[Path]) -> list[str]:
+    """The runs' folder names; two folders of one name (m44_v1 of two checkouts) are told apart by their parents."""
+    same = len({p.name for p in paths}) == 1
+    return [f"{p.parent.name}/{p.name}" if same else p.name for p in paths]
+
+
 def card_html(facts: dict) -> str:
     runs = facts["runs"]
     ok = all(run["verification"]["ok"] for run in runs.values())
     items = []
     for label, run in runs.items():
         check = run["verification"]
-        if check["ok"]:
+        if not check["checked"]:
+            verdict = esc(check["notes"][0])
+        elif check["ok"]:
             verdict = f'<span class="m44-right">verified</span> ({check["verified"]} files match its manifest)'
         else:
             listed = "".join(f"<li>{esc(p)}</li>" for p in check["problems"][:3])
@@ -621,8 +651,10 @@ def card_html(facts: dict) -> str:
         f"<p><b>Trained strict accuracy</b>: run A {shown_value('rate', row['A'])}, run B "
         f"{shown_value('rate', row['B'])}, difference {shown_difference('rate', row['difference'])}.</p>")
     kind = "m44-completed" if ok else "m44-failed"
+    badge = ("VERIFICATION FAILED" if not ok else "BOTH VERIFIED" if all(run["verification"]["checked"]
+             for run in runs.values()) else "NO VERIFICATION PROBLEM")
     return (f'<section class="m44-card {kind}" aria-label="comparison outcome">'
-            f'<p class="m44-outcome"><span class="m44-badge">{"BOTH VERIFIED" if ok else "VERIFICATION FAILED"}</span> '
+            f'<p class="m44-outcome"><span class="m44-badge">{badge}</span> '
             f"Run B compared with run A; every difference is B minus A.</p>"
             f'<ul class="cmp-verification">{"".join(items)}</ul>'
             f'<dl class="m44-facts cmp-counts">{counts}</dl>{headline}'
@@ -753,17 +785,17 @@ def table_html(headers: list[str], rows: list[list[str]], kind: str, caption: st
 def output_folder(out: Path | None, runs: list[Path]) -> Path:
     """--out, checked: a new or empty folder inside no run folder; default a new folder under build/compare/."""
     if out is None:
-        names = "-vs-".join("".join(c if c.isalnum() or c in "._-" else "_" for c in p.resolve().name) for p in runs)
-        return new_run_dir(names, COMPARE_ROOT)
+        names = "-vs-".join(short_names([p.resolve() for p in runs]))
+        return new_run_dir("".join(c if c.isalnum() or c in "._-" else "_" for c in names), COMPARE_ROOT)
     resolved = out.resolve()
-    if resolved.exists() and (not resolved.is_dir() or any(resolved.iterdir())):
-        raise Refused(f"--out {out} already exists and is not an empty folder: name a new folder, or leave --out out "
-                      f"for a new one under {COMPARE_ROOT.relative_to(REPO_ROOT).as_posix()}/")
     for folder in (resolved, *resolved.parents):
         found = [name for name in (SUMMARY, MANIFEST, CLAIM) if (folder / name).is_file()]
         if found or any(folder == run.resolve() for run in runs):
             raise Refused(f"--out {out} is inside the run folder {folder}; a run folder holds only its own evidence: "
                           "choose a folder outside every run folder")
+    if resolved.exists() and (not resolved.is_dir() or any(resolved.iterdir())):
+        raise Refused(f"--out {out} already exists and is not an empty folder: name a new folder, or leave --out out "
+                      f"for a new one under {COMPARE_ROOT.relative_to(REPO_ROOT).as_posix()}/")
     return resolved
 
 
