@@ -148,16 +148,18 @@ def guarded(what: str, gather, *args) -> dict:
 
 
 def identity(run: dict) -> dict:
-    facts, claim = run[SUMMARY_FACTS], run[CLAIM] or {}
-    rehearsal = not run["verification"]["checked"]
-    return {
-        "path": str(run["path"]),
-        "status": status_of(run),
-        "launcher": "lib.execute --preflight-only" if rehearsal else facts["launcher"] if facts else claim.get("launcher"),
-        "started_utc": claim.get("started_utc"),
-        "model": facts["model"] if facts else (run[CONFIG] or {}).get("parameters", {}).get("model_name"),
-        "verification": run["verification"],
-    }
+    """Where a run is, how it ended, and its verification; a malformed facts file still gives its path and check."""
+    facts, claim = run[SUMMARY_FACTS] or {}, run[CLAIM] or {}
+    try:
+        launcher = ("lib.execute --preflight-only" if not run["verification"]["checked"] else
+                    facts.get("launcher") or claim.get("launcher"))
+        model = facts.get("model") or (run[CONFIG] or {}).get("parameters", {}).get("model_name")
+        status = status_of(run)
+    except MALFORMED:
+        launcher = model = None
+        status = f"unknown ({SUMMARY_FACTS} or {PHASES} is malformed)"
+    return {"path": str(run["path"]), "status": status, "launcher": launcher,
+            "started_utc": claim.get("started_utc"), "model": model, "verification": run["verification"]}
 
 
 def status_of(run: dict) -> str:

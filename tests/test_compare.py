@@ -390,9 +390,10 @@ def test_the_paired_test_is_run_b_minus_run_a_and_lists_every_disagreement_first
 
 def test_a_malformed_file_makes_its_part_not_comparable_and_the_rest_goes_on():
     broken = fake_run(Path("a"), **{TRAINING_METRICS: {"status": "completed", "history": [{"step": 1}]},
-                                    CONFIG: {"parameters": {"seed": 1}}})
+                                    CONFIG: {"parameters": {"seed": 1}}, SUMMARY_FACTS: {"model": "embedded"}})
     fine = fake_run(Path("b"), **{CONFIG: {"parameters": {"seed": 2}}})
     facts = compare_runs(broken, fine)
+    assert facts["runs"]["A"]["status"] == "unknown (m44_summary.json or phases.json is malformed)"
     assert "could not be compared" in facts["results"]["unreadable"]
     assert "python -m lib.verify" in facts["results"]["unreadable"]
     assert facts["differences"]["parameters"]["differ"] == [{"name": "seed", "A": 1, "B": 2}]
