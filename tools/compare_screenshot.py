@@ -3,9 +3,10 @@
     python -m tools.compare_screenshot                      # two embedded runs made here first (~5 min on 2 cores)
     python -m tools.compare_screenshot RUN_A RUN_B          # two run folders you have
 
-Without run folders it makes two with the main command, into a scratch folder under build/: the embedded demo
-cut to 300 steps (run A) and the whole demo, 1,500 steps (run B), so that the runs differ in one parameter and
-the paired test has a difference to judge. Needs Debian's chromium and chromium-driver (tests/browser.py).
+Without run folders it makes two with the main command, into submission_runs/compare-screenshot-<time>-A and -B
+(scratch, ignored by git): the embedded demo cut to 300 steps (run A) and the whole demo, 1,500 steps (run B), so
+that the runs differ in one parameter and the paired test has a difference to judge. The page goes to
+build/compare-screenshot/<time>/. Needs Debian's chromium and chromium-driver (tests/browser.py).
 """
 
 from __future__ import annotations
@@ -18,18 +19,19 @@ from pathlib import Path
 
 from lib.compare import HTML_NAME
 from lib.config import REPO_ROOT
+from lib.run_folder import RUNS
 from tests.browser import CHROMEDRIVER, CHROMIUM, FIRST_SCREEN, start_browser
 
 SCRATCH = REPO_ROOT / "build" / "compare-screenshot"
 PICTURE = REPO_ROOT / "docs" / "compare.png"
 WIDTH = 1400
-RUNS = {"A": ["-p", "max_steps=300"], "B": []}  # the embedded profile (params/embedded.yaml), and these overrides
+OVERRIDES = {"A": ["-p", "max_steps=300"], "B": []}  # on the embedded profile (params/embedded.yaml)
 
 
-def make_runs(folder: Path) -> list[Path]:
+def make_runs(stamp: str) -> list[Path]:
     runs = []
-    for label, overrides in RUNS.items():
-        run_dir = folder / f"embedded-{label}"
+    for label, overrides in OVERRIDES.items():
+        run_dir = RUNS / f"compare-screenshot-{stamp}-{label}"
         print(f"run {label}: python -m lib.execute --params params/embedded.yaml {' '.join(overrides)}", flush=True)
         done = subprocess.run([sys.executable, "-m", "lib.execute", "--params", "params/embedded.yaml", *overrides,
                                "--run-dir", str(run_dir)], cwd=REPO_ROOT)
@@ -47,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("name two run folders, or none")
     if not (CHROMIUM and CHROMEDRIVER):
         raise SystemExit("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    folder = SCRATCH / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    runs = args.runs or make_runs(folder)
-    out = folder / "compare"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    runs = args.runs or make_runs(stamp)
+    out = SCRATCH / stamp
     done = subprocess.run([sys.executable, "-m", "lib.compare", *map(str, runs), "--out", str(out)], cwd=REPO_ROOT)
     if done.returncode == 2:
         raise SystemExit("lib.compare compared nothing (its message is above)")
