@@ -1,11 +1,11 @@
 """The README's picture of lib.compare: the first screen of a comparison page, 1400 px wide, into docs/compare.png.
 
-    python -m tools.compare_screenshot                      # two embedded runs made here first (~5 min on 2 cores)
+    python -m tools.compare_screenshot                      # two embedded runs made here first
     python -m tools.compare_screenshot RUN_A RUN_B          # two run folders you have
 
 Without run folders it makes two with the main command, into submission_runs/compare-screenshot-<time>-A and -B
-(scratch, ignored by git): the embedded demo cut to 300 steps (run A) and the whole demo, 1,500 steps (run B), so
-that the runs differ in one parameter and the paired test has a difference to judge. The page goes to
+(scratch, ignored by git): the embedded demo cut to 200 steps (run A) and to 800 (run B), so that the runs
+differ in one parameter and the paired test has a difference to judge. The page goes to
 build/compare-screenshot/<time>/. Needs Debian's chromium and chromium-driver (tests/browser.py).
 """
 
@@ -25,7 +25,7 @@ from tests.browser import CHROMEDRIVER, CHROMIUM, FIRST_SCREEN, start_browser
 SCRATCH = REPO_ROOT / "build" / "compare-screenshot"
 PICTURE = REPO_ROOT / "docs" / "compare.png"
 WIDTH = 1400
-OVERRIDES = {"A": ["-p", "max_steps=300"], "B": []}  # on the embedded profile (params/embedded.yaml)
+OVERRIDES = {"A": ["-p", "max_steps=200"], "B": ["-p", "max_steps=800"]}  # on the embedded profile (params/embedded.yaml)
 
 
 def make_runs(stamp: str) -> list[Path]:
