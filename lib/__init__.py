@@ -1,6 +1,6 @@
 """The M44 run: the notebook's helpers, one module per concern, in layers (tests/test_architecture.py holds the table).
 
-    entry points    execute, lab, reevaluate, data_check; the workers the kernel starts: training_worker,
+    entry points    execute, lab, reevaluate, data_check, compare; the workers the kernel starts: training_worker,
                     evaluation_worker
     the run         run (the phase guard), interactive (re-running cells), report (display only)
     phases          preflight, training, evaluation, consolidation

@@ -20,6 +20,7 @@ from lib.units import GIB
 
 SIZE, DPI = (6.4, 3.2), 120  # 768 x 384 px: two side by side on a wide screen, one per row at 900 px
 BASELINE_COLOR, TRAINED_COLOR = "#8c8c8c", "tab:blue"
+RUN_COLORS = ("tab:blue", "tab:orange")  # run A, run B (lib/compare.py)
 PLAIN = FuncFormatter(lambda value, _: f"{value:g}")  # 0.2, 1, 5 and 2e-05 rather than 10^-1 or an offset
 
 
@@ -136,6 +137,40 @@ def plot_comparison(metrics: dict, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path)
     return path
+
+
+def plot_loss_overlay(curves: dict[str, list[dict]], target) -> None:
+    """Two runs' training loss on one log axis, by optimizer step (left) and by non-padding tokens seen (right).
+
+    `curves` maps a run's label to its points ({step, tokens, loss}; tokens may be None); `target` is a path or a
+    binary file (lib/compare.py embeds the PNG in its page).
+    """
+    fig = Figure(figsize=(11, 3.4), dpi=100)  # 1100 x 340 px: the page's width at 1400 px, scaled down at 900
+    by_step, by_tokens = fig.subplots(1, 2, sharey=True)
+    losses = [p["loss"] for points in curves.values() for p in points]
+    for (label, points), color in zip(curves.items(), RUN_COLORS):
+        by_step.plot([p["step"] for p in points], [p["loss"] for p in points], color=color, marker=".",
+                     markersize=3, label=label)
+        seen = [p for p in points if p.get("tokens") is not None]
+        by_tokens.plot([p["tokens"] for p in seen], [p["loss"] for p in seen], color=color, marker=".", markersize=3,
+                       label=label)
+    by_step.set_title("Training loss by optimizer step", fontsize="medium")
+    by_step.set_xlabel("optimizer step")
+    by_step.set_ylabel("cross-entropy (nats / token), log scale")
+    by_step.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_tokens.set_title("Training loss by non-padding tokens seen", fontsize="medium")
+    by_tokens.set_xlabel("non-padding tokens seen")
+    by_tokens.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    by_step.set_yscale("log")
+    within_decade = max(losses) / min(losses) < 10  # as plot_loss: ticks that show how far the loss fell
+    by_step.yaxis.set_major_locator(LogLocator(subs=tuple(range(1, 10)) if within_decade else (1.0, 2.0, 5.0)))
+    by_step.yaxis.set_major_formatter(PLAIN)
+    by_step.yaxis.set_minor_formatter(NullFormatter())
+    for ax in (by_step, by_tokens):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(target, format="png")
 
 
 def _figure(title: str):

@@ -25,7 +25,8 @@ LAYERS = {
                  "resources", "throughput", "cpu_bfloat16", "snapshot", "plots", "launcher", "progress"},
     "phases": {"preflight", "training", "evaluation", "consolidation"},
     "the run": {"run", "interactive", "report"},
-    "entry points": {"execute", "lab", "reevaluate", "data_check", "training_worker", "evaluation_worker"},
+    "entry points": {"execute", "lab", "reevaluate", "data_check", "compare", "training_worker",
+                     "evaluation_worker"},
 }
 # The torch-free evidence core: `python -m lib.verify` on a committed run folder needs neither torch nor a model.
 TORCH_FREE = LAYERS["leaves"] | LAYERS["evidence core"]
