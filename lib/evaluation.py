@@ -19,6 +19,7 @@ from lib.model_loading import DTYPES, free_device_memory, load_model, load_token
 from lib.plots import plot_comparison
 from lib.results import MODELS, build_results, headline, render_evaluation_summary
 from lib.cpu_bfloat16 import bfloat16_matmuls
+from lib.telemetry import sample_system_metrics
 
 if TYPE_CHECKING:
     from lib.preflight import Prepared
@@ -44,6 +45,7 @@ class EvaluationFailed(RuntimeError):
     """The evaluation processes failed, or died; the first line of the message is the cause."""
 
 
+@sample_system_metrics("evaluation")
 def evaluate(cfg: RunConfig, run_dir: Path, prepared: Prepared, trained: Trained) -> dict:
     """Baseline (the model before training) and trained, same items, same decoding, same scorer."""
     sources = {"baseline": prepared.model_source, "trained": str(trained.model_dir)}
