@@ -51,7 +51,7 @@ from lib.model_builder import build_tokenizer, init_model, model_config_path, re
 from lib.model_loading import DTYPES, free_device_memory
 from lib.prompt_format import IGNORE_INDEX, encode_traces
 from lib.resources import estimate_training_memory
-from lib.summary import telemetry_line
+from lib.summary import machine_text
 from lib.telemetry import SystemSampler, draw_timeline
 from lib.telemetry_summary import load_telemetry
 from lib.throughput import measure_peak_flops, model_flops_utilization, peak_memory, reset_peak_memory
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"memory: peak RSS {allocated / GIB:.2f} GiB against the estimated total {footprint.total / GIB:.2f} GiB")
     print(f"estimate: {footprint.describe()}")
-    print(f"machine: {telemetry_line(machine)}")
+    print("machine: " + "; ".join(machine_text(phase) for phase in machine["phases"]))
     print(f"timeline: {machine['samples']} samples in {args.out / TELEMETRY}, drawn in {args.out / TIMELINE_PLOT}")
     print(f"original: {original_tokens:,} non-padding tokens in {original_s:.1f} s: {original_rate:,.1f} tokens/s "
           f"(1 x 4, padded and truncated to {ORIGINAL_SEQ}, full logits)")

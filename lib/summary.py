@@ -227,32 +227,31 @@ def render_summary(facts: dict) -> str:
 
 
 def telemetry_line(telemetry: dict | None) -> str | None:
-    """The machine in one line, phase by phase: 'training (612 s): GPU 0 busy 94% (peak 100%), peak 71 °C, 0.210 kWh,
-    never throttled, workers 103% CPU, peak 3.10 GiB resident; ...'; None when no phase was sampled."""
+    """The machine during training (else the first phase sampled) in one short line, for the first screen:
+    'training (612 s): GPU 0 busy 94% (peak 100%), peak 71 °C, 0.210 kWh, never throttled', or without a GPU
+    'training (92 s): workers 187% of one core (of 2), peak 1.21 GiB resident; no GPU sampled'. None when no phase
+    was sampled; every phase in full is in the summary's section."""
     if not telemetry or not telemetry["phases"]:
         return None
     phases = telemetry["phases"]
-    line = "; ".join(machine_text(phase) for phase in phases)
-    if not any(phase["gpus"] for phase in phases):
-        line = f"{phases[0]['gpu']}; {line}"
-    elif telemetry["energy_kwh"] is not None:
-        line += f"; {telemetry['energy_kwh']:.3f} kWh in all"
-    line += f" (CPU in % of one core, {phases[0]['cpu_count']} cores)"
-    if errors := sum(phase["error_count"] or 0 for phase in phases):
+    phase = next((p for p in phases if p["phase"] == "training"), phases[0])
+    line = machine_text(phase) + ("" if phase["gpus"] else "; no GPU sampled")
+    if errors := sum(p["error_count"] or 0 for p in phases):
         line += f"; {errors} sampler errors, recorded in {TELEMETRY} (the run went on)"
     return line
 
 
 def machine_text(phase: dict) -> str:
-    """One phase: each GPU's utilisation, temperature, energy and throttling; the CPU share and peak resident
-    memory of the workers (or of the kernel, for a phase that ran no worker)."""
+    """One phase: each GPU's utilisation, temperature, energy and throttling; without a GPU, the CPU share and peak
+    resident memory of the workers (or of the kernel, for a phase that ran no worker)."""
     parts = [f"GPU {gpu['index']} busy {_share(gpu['utilization_mean'])} (peak {_share(gpu['utilization_peak'])}), "
              f"peak {_value(gpu['temperature_peak_c'], '{:.0f} °C')}, {_value(gpu['energy_kwh'], '{:.3f} kWh')}, "
              f"{throttling_text(gpu)}" for gpu in phase["gpus"]]
-    who = "workers" if phase["workers_peak"] else "kernel"
-    parts.append(f"{who} {_share(phase[f'{who}_cpu_percent_mean'])} CPU, peak "
-                 f"{_gib(phase[f'{who}_rss_peak_bytes'])} resident")
-    return f"{phase['phase']} ({phase['duration_s']:.0f} s): " + ", ".join(parts)
+    if not parts:
+        who = "workers" if phase["workers_peak"] else "kernel"
+        parts.append(f"{who} {_share(phase[f'{who}_cpu_percent_mean'])} of one core (of {phase['cpu_count']}), "
+                     f"peak {_gib(phase[f'{who}_rss_peak_bytes'])} resident")
+    return f"{phase['phase']} ({phase['duration_s']:.0f} s): " + "; ".join(parts)
 
 
 def throttling_text(gpu: dict) -> str:

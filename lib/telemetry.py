@@ -73,7 +73,7 @@ def draw_timeline(run_dir: Path) -> None:
             records, _ = parse_telemetry(path.read_text(encoding="utf-8", errors="replace"))
             plot_timeline(records, run_dir / TIMELINE_PLOT)
     except Exception as exc:
-        print(f"system metrics: timeline not drawn ({type(exc).__name__}: {exc}); the run goes on", flush=True)
+        print(f"system metrics: timeline not drawn ({_said(exc)}); the run goes on", flush=True)
 
 
 class SystemSampler:
@@ -87,7 +87,7 @@ class SystemSampler:
         self.path, self.phase, self.interval_s = Path(path), phase, interval_s
         self.device, self.num_processes = device, num_processes
         self.samples = self.errors = 0
-        self._seen_errors: set[str] = set()
+        self._seen_errors: dict[str, None] = {}  # the distinct messages, in the order they came
         self._lock = threading.Lock()  # one writer at a time; nothing is written once `stop` closed the file
         self._file = None
         self._stopping = threading.Event()
@@ -121,7 +121,7 @@ class SystemSampler:
             self._thread = threading.Thread(target=self._run, name=f"system-metrics-{self.phase}", daemon=True)
             self._thread.start()
         except Exception as exc:
-            print(f"system metrics: not sampled in {self.phase} ({type(exc).__name__}: {exc}); the run goes on",
+            print(f"system metrics: not sampled in {self.phase} ({_said(exc)}); the run goes on",
                   flush=True)
             self._close()
 
@@ -137,9 +137,9 @@ class SystemSampler:
                              "errors": self.errors, "sampler_cpu_s": self._cpu_s})
             if self.errors:
                 print(f"system metrics: {self.errors} sampler error(s) in {self.phase}, recorded in {self.path.name} "
-                      f"(first: {sorted(self._seen_errors)[0]}); the run goes on", flush=True)
+                      f"(first: {next(iter(self._seen_errors))}); the run goes on", flush=True)
         except Exception as exc:
-            print(f"system metrics: stopping failed in {self.phase} ({type(exc).__name__}: {exc}); the run goes on",
+            print(f"system metrics: stopping failed in {self.phase} ({_said(exc)}); the run goes on",
                   flush=True)
         finally:
             self._close()
@@ -166,7 +166,7 @@ class SystemSampler:
             try:
                 record.update(read())
             except Exception as exc:  # one part failed: the others are still recorded
-                self._error(f"reading the {part}: {type(exc).__name__}: {exc}")
+                self._error(f"reading the {part}: {_said(exc)}")
         self.samples += 1
         self._write(record)
 
@@ -204,28 +204,29 @@ class SystemSampler:
     # --- the file ----------------------------------------------------------------------------------
 
     def _open_gpus(self) -> list[dict]:
-        """The GPUs the run uses, described for the start record; an error is recorded and no GPU sampled."""
+        """The GPUs the run uses, described for the start record; on an error it is recorded and no GPU sampled."""
         try:
             self._gpus = used_gpus(self._nvml, self.num_processes)
+            return [self._describe_gpu(index, handle) for index, handle in self._gpus]
         except Exception as exc:
-            self._error(f"finding the run's GPUs: {type(exc).__name__}: {exc}")
+            self._gpus = []
+            self._error(f"finding the run's GPUs: {_said(exc)}")
             return []
-        nvml, devices = self._nvml, []
-        for index, handle in self._gpus:
-            device = {"index": index, "name": nvml.nvmlDeviceGetName(handle), "uuid": nvml.nvmlDeviceGetUUID(handle),
-                      "memory_total_bytes": nvml.nvmlDeviceGetMemoryInfo(handle).total}
-            try:
-                device["power_limit_w"] = nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000
-            except nvml.NVMLError:
-                device["power_limit_w"] = None
-            devices.append(device)
-        return devices
+
+    def _describe_gpu(self, index: int, handle) -> dict:
+        nvml = self._nvml
+        try:
+            power_limit = nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000  # milliwatts
+        except nvml.NVMLError:  # not every board reports one
+            power_limit = None
+        return {"index": index, "name": nvml.nvmlDeviceGetName(handle), "uuid": nvml.nvmlDeviceGetUUID(handle),
+                "memory_total_bytes": nvml.nvmlDeviceGetMemoryInfo(handle).total, "power_limit_w": power_limit}
 
     def _error(self, message: str) -> None:
         """Counted every time; written once per distinct message, so a reading failing at every sample fills no disk."""
         self.errors += 1
         if message not in self._seen_errors:
-            self._seen_errors.add(message)
+            self._seen_errors[message] = None
             self._write({"kind": "error", "phase": self.phase, "time": _now(), "message": message})
 
     def _write(self, record: dict) -> None:
@@ -362,6 +363,11 @@ def _phase_of(line: str) -> str | None:
     except ValueError:
         return None
     return record.get("phase") if isinstance(record, dict) else None
+
+
+def _said(exc: BaseException) -> str:
+    """What an error says, for people; its kind only when it says nothing (a bare KeyError)."""
+    return str(exc) or type(exc).__name__
 
 
 def _now() -> float:

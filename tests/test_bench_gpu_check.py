@@ -32,7 +32,8 @@ def test_the_check_runs_on_the_cpu_with_the_embedded_config(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "system_metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["phase"] for r in records if r["kind"] == "stop"] == ["ours", "original"]
     assert sum(r["kind"] == "sample" for r in records) >= 4 and (tmp_path / "system_metrics.png").is_file()
-    assert re.search(r"^machine: .*ours \(\d+ s\): kernel \d+% CPU, peak [\d.]+ GiB resident; original ", out, re.M)
+    assert re.search(r"^machine: ours \(\d+ s\): kernel \d+% of one core \(of \d+\), peak [\d.]+ GiB resident; "
+                     r"original \(", out, re.M)
     assert re.search(r"^memory: peak RSS [\d.]+ GiB against the estimated total [\d.]+ GiB", out, re.M)
     assert re.search(r"^original: [\d,]+ non-padding tokens .* tokens/s", out, re.M)
     assert re.search(r"^speedup: [\d.]+x", out.splitlines()[-1])

@@ -122,5 +122,6 @@ def test_demo_leaves_the_machine_timeline_of_training_and_evaluation(demo_run):
     assert phase["workers_peak"] == 1 and phase["samples"] == len(times) and phase["stopped"]
     assert phase["gpus"] == [] and phase["gpu"].startswith("no NVIDIA GPU")  # the demo runs on the CPU
     page = (run_dir / "run.html").read_text(encoding="utf-8")
-    assert "<dt>machine</dt><dd>no NVIDIA GPU" in page and 'class="m44-figure m44-timeline"' in page
+    assert "<dt>machine</dt><dd>training (" in page and "; no GPU sampled</dd>" in page  # on the first screen
+    assert 'class="m44-figure m44-timeline"' in page
     assert "system_metrics.png" in read(run_dir, "m44_summary.json")["plots"]

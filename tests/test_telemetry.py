@@ -97,7 +97,7 @@ def test_without_an_nvidia_driver_the_gpu_columns_say_no_nvidia_gpu(tmp_path):
     assert start["gpu"].startswith("no NVIDIA GPU (") and start["gpus"] == []
     assert not any("gpus" in s for s in samples) and stop["errors"] == 0
     line = telemetry_line(load_telemetry(tmp_path))
-    assert line.startswith("no NVIDIA GPU (") and "training (" in line and "workers " in line
+    assert line.startswith("training (") and " of one core (of " in line and line.endswith("; no GPU sampled")
 
 
 def test_a_fake_nvml_shows_the_gpu_columns_and_the_energy_integrated_over_time(tmp_path, fake_nvml, monkeypatch):
@@ -136,7 +136,7 @@ def test_a_gpu_the_run_does_not_use_is_not_sampled(tmp_path, fake_nvml, monkeypa
     path = tmp_path / "system_metrics.jsonl"
     sample_a_busy_child(path, seconds=0.1, device="cuda")
     errors = [r for r in records_of(path) if r["kind"] == "error"]
-    assert [e["message"] for e in errors] == ["finding the run's GPUs: NVMLError: Invalid Argument"]
+    assert [e["message"] for e in errors] == ["finding the run's GPUs: Invalid Argument"]
     sample_a_busy_child(tmp_path / "cpu.jsonl", seconds=0.1, device="cpu")
     start = records_of(tmp_path / "cpu.jsonl")[0]
     assert start["gpus"] == [] and start["gpu"].endswith("; not used by this run (device: cpu)")
@@ -152,7 +152,7 @@ def test_a_reading_that_fails_is_recorded_once_counted_always_and_the_rest_still
     records = records_of(path)
     errors = [r for r in records if r["kind"] == "error"]
     samples = [r for r in records if r["kind"] == "sample"]
-    assert [e["message"] for e in errors] == ["reading the processes: RuntimeError: sensor unreadable"]
+    assert [e["message"] for e in errors] == ["reading the processes: sensor unreadable"]
     assert records[-1]["errors"] == len(samples) > 1
     assert all("memory_used_bytes" in s and "workers" not in s for s in samples)
     facts = load_telemetry(tmp_path)
@@ -177,7 +177,7 @@ def test_a_sampler_that_cannot_start_is_reported_and_the_phase_runs(tmp_path, mo
 
     assert phase(cfg_for(), tmp_path) == "trained"
     out = capsys.readouterr().out
-    assert "system metrics: not sampled in training (PermissionError: the folder is read-only); the run goes on" in out
+    assert "system metrics: not sampled in training (the folder is read-only); the run goes on" in out
 
 
 def test_the_decorated_phase_draws_the_timeline_and_a_phase_run_again_replaces_its_samples(tmp_path):
@@ -261,8 +261,9 @@ def test_the_summary_states_the_machine_line_and_the_section_only_for_a_sampled_
         {"kind": "stop", "phase": "training", "time": 60.0, "samples": 2, "errors": 0, "sampler_cpu_s": 0.03},
     ])
     text = render_summary(facts)
-    assert ("- **machine**: no NVIDIA GPU (NVML: none); training (60 s): workers 190% CPU, peak 1.50 GiB resident "
-            "(CPU in % of one core, 2 cores)\n") in text
+    assert ("- **machine**: training (60 s): workers 190% of one core (of 2), peak 1.50 GiB resident; "
+            "no GPU sampled\n") in text
+    assert "GPU: no NVIDIA GPU (NVML: none)." in text  # why, in the section
     assert "| training | 60.0 | 2 | 0.03 s (0.05%) | 1 | 190% | 1.50 GiB | 2% | 0.50 GiB | n/a | n/a |" in text
 
 
@@ -310,7 +311,7 @@ def test_a_sampler_failing_at_every_reading_does_not_fail_the_run(tmp_path):
     records = records_of(run_dir / "system_metrics.jsonl")
     errors = [r for r in records if r["kind"] == "error"]
     assert {(e["phase"], e["message"].split(": ", 1)[1]) for e in errors} == {
-        (phase, "RuntimeError: sensor unreadable (injected by the test)") for phase in ("training", "evaluation")}
+        (phase, "sensor unreadable (injected by the test)") for phase in ("training", "evaluation")}
     assert [r["phase"] for r in records if r["kind"] == "stop"] == ["training", "evaluation"]
     facts = json.loads((run_dir / "m44_summary.json").read_text(encoding="utf-8"))
     assert facts["status"] == "completed" and facts["telemetry"]["errors"]
@@ -340,3 +341,30 @@ def test_a_killed_worker_leaves_the_timeline_up_to_the_kill(tmp_path):
     assert not [r for r in records_of(run_dir / "system_metrics.jsonl") if r["phase"] == "evaluation"]
     facts = json.loads((run_dir / "m44_summary.json").read_text(encoding="utf-8"))
     assert facts["telemetry"]["phases"][0]["workers_peak"] == 1 and verify(run_dir) == []
+
+
+def test_the_gpu_snapshot_states_what_nvml_says(tmp_path, official_params, fake_nvml):
+    from lib.config import RunConfig
+    from lib.snapshot import write_gpu_snapshot
+
+    RunConfig.from_parameters({**official_params, "run_dir": str(tmp_path)}).save(tmp_path)
+    text = write_gpu_snapshot(tmp_path).read_text(encoding="utf-8")
+    assert "\nNVML: NVIDIA driver 580.00.00 (fake), 1 GPU(s) (NVML 13.580.00 (fake))\n" in text
+
+
+def test_the_report_shows_the_timeline_with_an_alt_text_stating_each_phase(tmp_path):
+    import html
+    import re
+
+    from lib.report import timeline_html
+
+    sample_a_busy_child(tmp_path / "system_metrics.jsonl", seconds=0.3)
+    telemetry.draw_timeline(tmp_path)
+    facts = load_telemetry(tmp_path)
+    page = timeline_html(facts, (tmp_path / "system_metrics.png").read_bytes())
+    alt = html.unescape(re.search(r'<img src="data:image/png;base64,[^"]+" alt="([^"]+)">', page)[1])
+    (phase,) = facts["phases"]
+    assert alt.startswith("Timeline chart, phases shaded: CPU share and resident memory of the workers and of the "
+                          "kernel over time. training (")
+    assert f"workers {phase['workers_cpu_percent_mean']:.0f}% of one core (of " in alt
+    assert "A sample every 0.1 s while training and evaluation ran" in html.unescape(page)
