@@ -16,7 +16,8 @@ from lib import telemetry
 from lib.config import REPO_ROOT
 from lib.run import Run, RunFailed
 from lib.summary import render_summary, telemetry_line, telemetry_section
-from lib.telemetry import SystemSampler, describe_nvml, sample_system_metrics
+from lib.nvml import describe_nvml
+from lib.telemetry import SystemSampler, sample_system_metrics
 from lib.telemetry_summary import load_telemetry, parse_telemetry, summarize_telemetry
 from lib.verify import verify
 from tests.conftest import papermill_command, profile, with_fault
