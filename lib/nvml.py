@@ -66,5 +66,6 @@ def used_gpus(nvml, num_processes: int) -> list[tuple[int, object]]:
 
 
 def clock_event_reasons(nvml, mask: int) -> list[str]:
-    """NVML's bit mask of why the clocks are what they are, as names (lib.telemetry_summary.THROTTLING says which throttle)."""
+    """NVML's bit mask of why the clocks are what they are, as names (lib.telemetry_summary.THROTTLING: which
+    of them throttle)."""
     return [name for name, constant in CLOCK_EVENT_REASONS.items() if mask & getattr(nvml, constant)]

@@ -16,8 +16,8 @@ from torch.utils import collect_env
 from lib.contract import CONFIG, ENV_SNAPSHOT, GPU_SNAPSHOT
 from lib.evidence import write_text
 from lib.launcher import backend
-from lib.redaction import REDACTED, secret_env_names
 from lib.nvml import describe_nvml
+from lib.redaction import REDACTED, secret_env_names
 from lib.repository import command_output, describe_repository
 
 # Every distribution the run imports, directly or through transformers' Trainer.
@@ -146,7 +146,7 @@ def write_gpu_snapshot(run_dir: Path) -> Path:
         lines.append(f"torch build architectures: {' '.join(torch.cuda.get_arch_list())}")
     else:
         lines.append("No CUDA device is visible to torch (torch.cuda.is_available() is False).")
-    # What the system metrics can read on this machine (lib/telemetry.py through lib/nvml.py): the driver, or "no NVIDIA GPU".
+    # What the system metrics (lib/telemetry.py) can read here: the driver and its GPUs, or "no NVIDIA GPU".
     lines.append(f"NVML: {describe_nvml()}")
     lines += _processes_lines((run_dir / CONFIG).read_text(encoding="utf-8"))
     lines += ["", "## nvidia-smi --query-gpu", query or "nvidia-smi query unavailable on this machine"]

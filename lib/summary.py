@@ -282,8 +282,8 @@ def telemetry_section(telemetry: dict) -> list[str]:
                      f"{_gib(p['memory_used_peak_bytes'])} | {_gib(p['disk_free_min_bytes'])} |")
     gpus = [(p["phase"], gpu) for p in phases for gpu in p["gpus"]]
     if gpus:
-        lines += ["", "| phase | GPU | busy, mean | busy, peak | memory peak | temperature peak | power peak | energy | "
-                      "throttling |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| phase | GPU | busy, mean | busy, peak | memory peak | temperature peak | power peak | "
+                      "energy | throttling |", "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {phase} | {gpu['index']}: {table_cell(gpu['name'] or '')} | {_share(gpu['utilization_mean'])} | "
                   f"{_share(gpu['utilization_peak'])} | {_gib(gpu['memory_used_peak_bytes'])} | "
                   f"{_value(gpu['temperature_peak_c'], '{:.0f} °C')} | {_value(gpu['power_peak_w'], '{:.0f} W')} | "

@@ -29,7 +29,8 @@ def test_the_check_runs_on_the_cpu_with_the_embedded_config(tmp_path):
     assert re.search(r"^ours: [\d,]+ non-padding tokens in [\d.]+ s over steps 2-3: [\d,.]+ tokens/s; MFU [\d.]+%; "
                      r"CPU \d+% of one core \(no GPU sampled\)", out, re.M)
     # The sampler ran beside both trainings: its timeline, its facts, its drawing.
-    records = [json.loads(line) for line in (tmp_path / "system_metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    lines = (tmp_path / "system_metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
     assert [r["phase"] for r in records if r["kind"] == "stop"] == ["ours", "original"]
     assert sum(r["kind"] == "sample" for r in records) >= 4 and (tmp_path / "system_metrics.png").is_file()
     assert re.search(r"^machine: ours \(\d+ s\): kernel \d+% of one core \(of \d+\), peak [\d.]+ GiB resident; "
