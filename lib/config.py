@@ -76,6 +76,9 @@ class RunConfig:
     eval_limit: int = field(default=0, metadata=_range(0, 1_000_000))  # score the first N eval items only; 0: all
     eval_batch_size: int = field(default=16, metadata=_range(1, 4096))
     max_new_tokens: int = field(default=256, metadata=_range(1, 32_768))
+    # system metrics (lib/telemetry.py): seconds between samples of the GPUs and the processes beside training and
+    # evaluation, into system_metrics.jsonl; the sampling costs well under 1% of the phase (docs/BENCHMARKS.md)
+    telemetry_interval_s: float = field(default=2.0, metadata=_range(0.1, 3600.0))
     # where the evidence goes
     run_dir: str = "submission_runs/m44_v1"
     # an official run (submission_runs/m44_v<N>) starts only after a rehearsal of this configuration passed here

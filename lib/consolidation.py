@@ -18,6 +18,7 @@ from lib.run_folder import is_official, read_claim
 from lib.repository import describe_repository
 from lib.snapshot import write_env_snapshot, write_gpu_snapshot
 from lib.summary import caveats, configuration, outcome_line, render_failure_analysis, render_summary
+from lib.telemetry_summary import load_telemetry
 from lib.verify import consistency
 
 GUARD = "repository guard"
@@ -186,6 +187,7 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
         "evaluation": evaluation,
         "phases": [{k: p[k] for k in ("name", "status", "duration_s", "cause")} for p in phases],
         "plots": plot_files(run_dir),
+        "telemetry": load_telemetry(run_dir),
         "failure": None if failed is None else {
             "last_step": history[-1]["step"] if history else None,
             "last_loss": history[-1]["loss"] if history else None,

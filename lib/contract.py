@@ -31,6 +31,9 @@ LEARNING_RATE_PLOT = "learning_rate.png"
 THROUGHPUT_PLOT = "throughput.png"
 MEMORY_PLOT = "memory.png"
 PLOTS = (LOSS_PLOT, LEARNING_RATE_PLOT, THROUGHPUT_PLOT, MEMORY_PLOT)  # in the order the report shows them
+# M44.1 and M44.2: the machine while they run (lib/telemetry.py), one JSON line per sample, appended, and its timeline.
+TELEMETRY = "system_metrics.jsonl"
+TIMELINE_PLOT = "system_metrics.png"
 # M44.2 evaluation.
 EVAL_RESULTS = "evaluation_results.json"
 EVAL_SUMMARY = "evaluation_summary.md"
@@ -63,7 +66,9 @@ STATEMENTS = (
 PHASE_FILES = {
     "parameters": (CONFIG,),
     "preflight": (ENV_SNAPSHOT, GPU_SNAPSHOT, PREFLIGHT, DATA_REPORT, BASE_MODEL),
-    "training": (TRAINING_LOG, TRAINING_METRICS, CHECKPOINTS, *PLOTS),
+    # Training starts the timeline; evaluation appends to it and draws it again (lib/telemetry.py), and a phase
+    # that runs again replaces its own samples.
+    "training": (TRAINING_LOG, TRAINING_METRICS, CHECKPOINTS, *PLOTS, TELEMETRY, TIMELINE_PLOT),
     "evaluation": (EVAL_RESULTS, EVAL_SUMMARY, COMPARISON_PLOT),
 }
 RUN_RECORDS = (CLAIM, PHASES, STOP_REQUEST)  # who runs the folder and what happened: kept through re-runs

@@ -23,6 +23,7 @@ screen (lib/report.py) is built from the same facts with the same helpers below.
     evaluation        evaluation_results.json's `metrics`, or null
     phases            [{name, status, duration_s, cause}]
     plots             the PNG files of the folder
+    telemetry         the facts of system_metrics.jsonl (lib/telemetry_summary.py), or null when no phase was sampled
     failure           {last_step, last_loss, traceback} after a failure, else null
     inconsistent      only when consolidation's own check of the facts found problems (lib.verify.consistency):
                       the run's results stand, and the summary and the report say which files disagree
@@ -31,7 +32,7 @@ screen (lib/report.py) is built from the same facts with the same helpers below.
 from __future__ import annotations
 
 from lib.config import default_parameters
-from lib.contract import FAILURE_ANALYSIS, MANIFEST, STATEMENTS, TRAINING_METRICS
+from lib.contract import FAILURE_ANALYSIS, MANIFEST, STATEMENTS, TELEMETRY, TRAINING_METRICS
 from lib.printable import fence, one_line, table_cell, visible
 from lib.results import MODELS, describe, percent
 from lib.units import GIB
@@ -234,6 +235,7 @@ def render_summary(facts: dict) -> str:
         + (f" ({training['skipped_writes']} rewrites of {TRAINING_METRICS} between logging steps skipped: another "
            "program held the file)" if training.get("skipped_writes") else ""),
         *([f"- **memory**: {memory}"] if (memory := memory_line(facts.get("memory"))) else []),
+        *([f"- **machine**: {machine}"] if (machine := telemetry_line(facts.get("telemetry"))) else []),
     ]
     if training["first"]:
         first, last = training["first"], training["last"]
@@ -250,7 +252,95 @@ def render_summary(facts: dict) -> str:
     lines += [f"| {p['name']} | {p['status']} | {p['duration_s']:.1f} | {table_cell(p['cause'])} |" for p in facts["phases"]]
     plots = ", ".join(facts["plots"]) or "none (training logged no step)"
     lines += ["", f"Plots: {plots}. File hashes: {MANIFEST}.", ""]
+    if facts.get("telemetry"):
+        lines += [*telemetry_section(facts["telemetry"]), ""]
     return "\n".join(lines)
+
+
+def telemetry_line(telemetry: dict | None) -> str | None:
+    """The machine during training (else the first phase sampled) in one short line, for the first screen:
+    'training (612 s): GPU 0 busy 94% (peak 100%), peak 71 °C, 0.210 kWh, never throttled', or without a GPU
+    'training (92 s): workers 187% of one core (of 2), peak 1.21 GiB resident; no GPU sampled'. None when no phase
+    was sampled; every phase in full is in the summary's section."""
+    if not telemetry or not telemetry["phases"]:
+        return None
+    phases = telemetry["phases"]
+    phase = next((p for p in phases if p["phase"] == "training"), phases[0])
+    line = machine_text(phase) + ("" if phase["gpus"] else "; no GPU sampled")
+    if errors := sum(p["error_count"] or 0 for p in phases):
+        line += f"; {errors} sampler errors, recorded in {TELEMETRY} (the run went on)"
+    return line
+
+
+def machine_text(phase: dict) -> str:
+    """One phase: each GPU's utilisation, temperature, energy and throttling; without a GPU, the CPU share and peak
+    resident memory of the workers (or of the kernel, for a phase that ran no worker)."""
+    parts = [f"GPU {gpu['index']} busy {_share(gpu['utilization_mean'])} (peak {_share(gpu['utilization_peak'])}), "
+             f"peak {_value(gpu['temperature_peak_c'], '{:.0f} °C')}, {_value(gpu['energy_kwh'], '{:.3f} kWh')}, "
+             f"{throttling_text(gpu)}" for gpu in phase["gpus"]]
+    if not parts:
+        who = "workers" if phase["workers_peak"] else "kernel"
+        parts.append(f"{who} {_share(phase[f'{who}_cpu_percent_mean'])} of one core (of {phase['cpu_count']}), "
+                     f"peak {_gib(phase[f'{who}_rss_peak_bytes'])} resident")
+    return f"{phase['phase']} ({phase['duration_s']:.0f} s): " + "; ".join(parts)
+
+
+def throttling_text(gpu: dict) -> str:
+    if not gpu["throttled_s"]:
+        return "never throttled"
+    reasons = ", ".join(f"{reason} {seconds:.0f} s" for reason, seconds in gpu["throttled_by"].items())
+    return f"throttled {gpu['throttled_s']:.0f} s ({reasons})"
+
+
+def telemetry_section(telemetry: dict) -> list[str]:
+    """m44_summary.md's section on the machine: per phase the processes and the system, per GPU its readings."""
+    phases = telemetry["phases"]
+    first = phases[0]
+    lines = ["## System metrics", "",
+             f"{telemetry['samples']} samples in {TELEMETRY}, every {first['interval_s']:g} s beside each phase's "
+             f"worker (fields: docs/TELEMETRY.md). GPU: {first['gpu']}. CPU shares in % of one core "
+             f"({first['cpu_count']} logical cores); the sampler's own CPU time is its cost to the run.", "",
+             "| phase | seconds | samples | sampler CPU | workers | workers CPU | workers peak resident | kernel CPU | "
+             "kernel peak resident | system memory peak | disk free, lowest |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in phases:
+        cost = "n/a" if p["sampler_cpu_s"] is None else (
+            f"{p['sampler_cpu_s']:.2f} s ({p['sampler_cpu_s'] / p['duration_s']:.2%})" if p["duration_s"]
+            else f"{p['sampler_cpu_s']:.2f} s")
+        lines.append(f"| {p['phase']} | {p['duration_s']:.1f} | {p['samples']} | {cost} | {p['workers_peak']} | "
+                     f"{_share(p['workers_cpu_percent_mean'])} | {_gib(p['workers_rss_peak_bytes'])} | "
+                     f"{_share(p['kernel_cpu_percent_mean'])} | {_gib(p['kernel_rss_peak_bytes'])} | "
+                     f"{_gib(p['memory_used_peak_bytes'])} | {_gib(p['disk_free_min_bytes'])} |")
+    gpus = [(p["phase"], gpu) for p in phases for gpu in p["gpus"]]
+    if gpus:
+        lines += ["", "| phase | GPU | busy, mean | busy, peak | memory peak | temperature peak | power peak | "
+                      "energy | throttling |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {phase} | {gpu['index']}: {table_cell(gpu['name'] or '')} | {_share(gpu['utilization_mean'])} | "
+                  f"{_share(gpu['utilization_peak'])} | {_gib(gpu['memory_used_peak_bytes'])} | "
+                  f"{_value(gpu['temperature_peak_c'], '{:.0f} °C')} | {_value(gpu['power_peak_w'], '{:.0f} W')} | "
+                  f"{_value(gpu['energy_kwh'], '{:.4f} kWh')} | {throttling_text(gpu)} |" for phase, gpu in gpus]
+    if not all(p["stopped"] for p in phases):
+        lines += ["", "Not stopped (the kernel ended during the phase; its timeline ends at the last sample): "
+                  + ", ".join(p["phase"] for p in phases if not p["stopped"]) + "."]
+    if telemetry["errors"]:
+        lines += ["", f"Sampler errors (each recorded once in {TELEMETRY}; sampling and the run went on):", ""]
+        lines += [f"- {error['phase']}: {one_line(str(error['message']))}" for error in telemetry["errors"]]
+    if telemetry["unreadable_lines"]:
+        lines += ["", f"{telemetry['unreadable_lines']} line(s) of {TELEMETRY} are not JSON (a line cut off when the "
+                      "kernel was killed mid-write) and were left out."]
+    return lines
+
+
+def _value(value: float | None, form: str) -> str:
+    return "n/a" if value is None else form.format(value)
+
+
+def _gib(size: int | None) -> str:
+    return "n/a" if size is None else f"{size / GIB:.2f} GiB"
+
+
+def _share(percent: float | None) -> str:
+    return "n/a" if percent is None else f"{percent:.0f}%"
 
 
 def interactive_text(interactive: dict) -> str:

@@ -32,7 +32,8 @@ What is checked:
    reached consolidation is explained: which phase was running and whether its launcher still runs.
 3. The facts. m44_summary.json against the files it was gathered from (training_metrics.json,
    evaluation_results.json's metrics, preflight.json's checks, config.json with the data files' names,
-   the plots present; the data files' sha256 are taken as recorded, the files may be elsewhere), and m44_summary.md and
+   the plots present, system_metrics.jsonl's facts computed again; the data files' sha256 are taken as recorded, the
+   files may be elsewhere), and m44_summary.md and
    failure_analysis.md against their rendering from it (lib/summary.py), byte for byte.
    evaluation_results.json's metrics against the same computation from its own items, and
    evaluation_summary.md against its rendering from them (lib/results.py). Numbers are never
@@ -50,13 +51,14 @@ from pathlib import Path, PurePosixPath
 
 from lib.contract import (
     CLAIM, CONFIG, DATA_REPORT, EVAL_RESULTS, EVAL_SUMMARY, FAILURE_ANALYSIS, MANIFEST, NOTEBOOK, PHASES, PREFLIGHT,
-    REPORT, STATEMENTS, SUMMARY, SUMMARY_FACTS, TRAINING_METRICS, WEIGHT_DIRS, required,
+    REPORT, STATEMENTS, SUMMARY, SUMMARY_FACTS, TELEMETRY, TRAINING_METRICS, WEIGHT_DIRS, required,
 )
 from lib.console import utf8_output
 from lib.evidence import sha256_file
 from lib.results import compute_metrics, render_evaluation_summary
 from lib.run_folder import process_alive, read_claim
 from lib.summary import caveats, completed, configuration, outcome_line, render_failure_analysis, render_summary
+from lib.telemetry_summary import load_telemetry
 
 RESTORE = "restore it from git (git checkout -- <run folder>) once the folder is committed"
 
@@ -329,6 +331,7 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
     listed = sorted(path for path in entries if "/" not in path and path.endswith(".png")) if entries else None
     if listed is not None:
         say.expect("plots", facts["plots"], listed, MANIFEST)
+    say.expect("telemetry", facts.get("telemetry"), load_telemetry(run_dir), TELEMETRY)
     same_text(run_dir, SUMMARY, render_summary(facts), problems)
     if facts["failed"]:
         same_text(run_dir, FAILURE_ANALYSIS, render_failure_analysis(facts), problems)
