@@ -39,8 +39,8 @@ from lib.results import (
 )
 from lib.stats import word_verdict
 from lib.summary import (
-    NO_TRACEBACK, STATEMENTS_MEANING, completed, consequences, data_files, data_line, file_name, interactive_suffix,
-    interactive_text, memory_line, next_step, root_causes,
+    NO_TRACEBACK, STATEMENTS_MEANING, completed, consequences, data_files, data_line, file_name, finetune_text,
+    interactive_suffix, interactive_text, memory_line, next_step, root_causes,
 )
 
 # tqdm.auto warns in a kernel without ipywidgets; the run shows no progress bars (lib/model_loading.py
@@ -251,6 +251,7 @@ def facts_html(facts: dict) -> str:
             f'<span class="m44-hash">sha256 {entry["sha256"]}</span>')
     if facts["data"]:
         rows["data policy"] = esc(facts["data"]["summary"])
+    rows["fine-tuning"] = esc(finetune_text(facts["finetune"]))
     if memory := memory_line(facts.get("memory")):
         rows["memory"] = esc(memory)
     training = facts["training"]
