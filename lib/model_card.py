@@ -26,6 +26,7 @@ GGUF_BASE = "google/gemma-3-270m"  # the hub model the package's GGUF file quant
 BUILT = {"embedded": "models/embedded/config.json", "gemma-2b-shape": "models/gemma-2b/config.json"}
 GEMMA_TERMS = "https://ai.google.dev/gemma/terms"
 TASK = "text-generation"
+ADAPTER_NAMES = {"lora": "LoRA", "qlora": "QLoRA"}
 METRIC_TYPES = {"accuracy": "accuracy", "accuracy_lenient": "accuracy", "format_rate": "format_rate"}
 
 
@@ -123,7 +124,7 @@ def body(facts: dict, params: dict) -> str:
     model, finetune, training = facts["model"], facts["finetune"], facts["training"]
     _, license_text = license_of(model)
     adapter = finetune["mode"] != "full"
-    kind = f"a {finetune['mode'].upper()} adapter" if adapter else "whole fine-tuned weights"
+    kind = f"a {ADAPTER_NAMES[finetune['mode']]} adapter" if adapter else "whole fine-tuned weights"
     lines = [f"# {one_line(model)} fine-tuned on reasoning traces ({finetune['mode']})", "",
              f"This folder holds {kind} from M44 run `{one_line(facts['run_folder'])}` ({facts['status']}). Every "
              "number below is rendered from that run's facts (`m44_summary.json`); `python -m lib.verify` renders "

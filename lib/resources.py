@@ -162,17 +162,20 @@ def estimate_training_memory(model_source: str, cfg: RunConfig, loss_tokens: int
         + INTERMEDIATE_TENSORS * text.intermediate_size
         + SCORE_TENSORS * text.num_attention_heads * length
     ) * b
+    n += added_rows * text.hidden_size  # the base's embedding grown for the tags (lib/model_loading.py)
     if cfg.trains_adapter:
-        trained, weights, extra = _adapter_terms(model_source, cfg, text, tokens, added_rows)
-        n += added_rows * text.hidden_size
-        saved = _numel_all(trained) * ADAPTER_BYTES + (n * b if cfg.merge_adapter else 0)
-        state_bytes = ADAPTER_BYTES  # peft keeps adapters in float32 whatever the base's dtype
+        trained, base, extra = _adapter_terms(model_source, cfg, text, tokens, added_rows)
+        adapters = _numel_all(trained)
+        # peft counts the adapters among all parameters; it keeps them in float32 whatever the base's dtype
+        parameters, weights = n + adapters, base + adapters * ADAPTER_BYTES
+        saved = adapters * ADAPTER_BYTES + (n * b if cfg.merge_adapter else 0)
+        state_bytes = ADAPTER_BYTES
     else:
-        trained, weights, extra = shapes, n * b, 0
-        saved, state_bytes = n * b, b
+        trained, extra, state_bytes = shapes, 0, b
+        parameters, weights, saved = n, n * b, n * b
     return Footprint(
         device=cfg.device,
-        parameters=n,
+        parameters=parameters,
         tokens=tokens,
         weights=weights,
         gradients=_numel_all(trained) * state_bytes,
@@ -192,12 +195,12 @@ def _numel_all(shapes: list[tuple[int, ...]]) -> int:
 
 def _adapter_terms(model_source: str, cfg: RunConfig, text, tokens: int, added_rows: int
                    ) -> tuple[list[tuple[int, ...]], int, int]:
-    """LoRA/QLoRA: (the trained tensors' shapes, the bytes of all weights, the activations the adapters add).
+    """LoRA/QLoRA: (the trained tensors' shapes, the frozen base's bytes, the activations the adapters add).
 
     peft wraps a model built on the meta device (no memory), so the adapters' shapes are exactly what training
-    makes, and a target module the model lacks fails here, in pre-flight. Weights: the frozen base in the run's
-    dtype, or for qlora its linear layers in 4-bit NF4 and the rest in float32 (peft's
-    prepare_model_for_kbit_training upcasts them), plus the adapters in float32. Activations: with dropout, each
+    makes, and a target module the model lacks fails here, in pre-flight. The frozen base: in the run's dtype, or
+    for qlora its linear layers in 4-bit NF4 and the rest in float32 (peft's prepare_model_for_kbit_training
+    upcasts them). Activations: with dropout, each
     adapted layer keeps a dropped-out copy of its input and the mask; rows added to a tied embedding are trained
     through peft's trainable tokens, which build the embedding matrix anew at each forward and its dense gradient
     at each backward (TRAINED_TOKEN_COPIES copies).
@@ -215,14 +218,11 @@ def _adapter_terms(model_source: str, cfg: RunConfig, text, tokens: int, added_r
                if name.endswith(".base_layer")}
     trained = [tuple(p.shape) for p in peft_model.parameters() if p.requires_grad]
     trained += [(added_rows, text.hidden_size)] if added_rows else []
-    adapters = _numel_all(trained) * ADAPTER_BYTES
-    if cfg.finetune == "qlora":
-        base = int(quantized * NF4_BYTES) + rest * 4
-    else:
-        base = (quantized + rest) * b
+    rest += added_rows * text.hidden_size
+    base = int(quantized * NF4_BYTES) + rest * 4 if cfg.finetune == "qlora" else (quantized + rest) * b
     kept = sum(m.in_features for m in adapted.values()) * (b + 1) if cfg.lora_dropout > 0 else 0
     tied_rows = TRAINED_TOKEN_COPIES * text.vocab_size * text.hidden_size * b if added_rows else 0
-    return trained, base + adapters, tokens * kept + tied_rows
+    return trained, base, tokens * kept + tied_rows
 
 
 def optimizer_state_bytes(optimizer: str, shapes: list[tuple[int, ...]], b: int) -> int:

@@ -335,10 +335,15 @@ def run_training(cfg: RunConfig, run_dir: Path, model_source: str) -> None:
         with bfloat16_matmuls(cfg.device, DTYPES[cfg.dtype]):  # a no-op except bfloat16 on a CPU without its kernels
             trainer.train()
         final = run_dir / FINAL_MODEL
-        if cfg.trains_adapter:
+        if not cfg.trains_adapter:
+            trainer.save_model(str(final))  # rank 0 writes (FSDP: after gathering the shards)
+        elif processes.is_main_process:
+            # peft itself rather than trainer.save_model, which cannot say save_embedding_layers=False: peft's "auto"
+            # would save the whole grown embedding (670 MB for gemma-3-270m), though the added rows it lacks are in
+            # the adapter already (trainable tokens) and the rest is the base's.
             lora.save_base_reference(model, model_source, final)
-        trainer.save_model(str(final))  # rank 0 writes (FSDP: after gathering the shards); peft: the adapter only
-        if cfg.trains_adapter and processes.is_main_process:
+            model.save_pretrained(str(final), save_embedding_layers=False)
+            tokenizer.save_pretrained(str(final))
             metrics.finetune["adapter_bytes"] = lora.adapter_bytes(final)
             if cfg.merge_adapter:
                 del trainer, model  # the merged copy is built from the saved adapter, in the memory training used
