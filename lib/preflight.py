@@ -221,16 +221,19 @@ def check_cuda_arch(cfg: RunConfig, device: str) -> str:
 
 
 def check_quantization(cfg: RunConfig) -> str:
-    """finetune: qlora quantizes the base through bitsandbytes's CUDA kernels: the package, a CUDA device, and a
-    build with kernels for its architecture, shown by quantizing and dequantizing a small tensor on it."""
+    """finetune: qlora quantizes the base through bitsandbytes's CUDA kernels: a CUDA device, the package, and a
+    build with kernels for the device's architecture, shown by quantizing and dequantizing a small tensor on it."""
     if cfg.finetune != "qlora":
         return f"not needed (finetune: {cfg.finetune})"
+    if not torch.cuda.is_available():
+        raise RuntimeError("finetune: qlora needs a CUDA GPU: bitsandbytes quantizes to 4-bit with CUDA kernels, and "
+                           "no CUDA device was found; use finetune: lora on this machine, or run on a GPU")
     try:
         import bitsandbytes
         import bitsandbytes.functional as bnb_functional
     except ImportError:
         raise RuntimeError(f"finetune: qlora needs bitsandbytes, which is not installed: {QLORA_INSTALL}") from None
-    capability = torch.cuda.get_device_capability(0) if torch.cuda.is_available() else None
+    capability = torch.cuda.get_device_capability(0)
     if problem := bitsandbytes_problem(bitsandbytes.__version__, capability):
         raise RuntimeError(problem)
     sm = f"sm_{capability[0]}{capability[1]}"
@@ -241,17 +244,14 @@ def check_quantization(cfg: RunConfig) -> str:
     except Exception as exc:  # "no kernel image is available for execution on the device", a missing library
         raise RuntimeError(f"bitsandbytes {bitsandbytes.__version__} cannot quantize on this GPU ({sm}): "
                            f"{type(exc).__name__}: {exc}; {QLORA_INSTALL}") from None
-    if not error < 1.0:  # NF4 of N(0, 1) values is off by at most ~0.3; garbage means broken kernels
+    if not error < 1.0:  # NF4 of N(0, 1) values is off by at most ~0.3; more means broken kernels
         raise RuntimeError(f"bitsandbytes {bitsandbytes.__version__} on {sm}: NF4 round trip off by {error:.3g}; "
                            f"{QLORA_INSTALL}")
     return f"bitsandbytes {bitsandbytes.__version__}: NF4 quantize and dequantize ran on {sm} (error {error:.3f})"
 
 
-def bitsandbytes_problem(version: str, capability: tuple[int, int] | None) -> str | None:
-    """Why this bitsandbytes cannot run QLoRA on the device of `capability` (None: no CUDA device); None if it can."""
-    if capability is None:
-        return ("finetune: qlora needs a CUDA GPU: bitsandbytes quantizes to 4-bit with CUDA kernels, and no CUDA "
-                "device was found; use finetune: lora on this machine, or run on a GPU")
+def bitsandbytes_problem(version: str, capability: tuple[int, int]) -> str | None:
+    """Why this bitsandbytes version has no kernels for a device of `capability`; None when it has."""
     if capability >= (12, 0) and Version(version) < Version(BITSANDBYTES_SM120):
         return (f"bitsandbytes {version} has no kernels for this GPU (sm_{capability[0]}{capability[1]}, Blackwell): "
                 f"{BITSANDBYTES_SM120} is the first release with them; {QLORA_INSTALL}")

@@ -5,21 +5,32 @@ from __future__ import annotations
 
 import ast
 import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import peft
 import pytest
 import torch
 import yaml
 
-from lib import lora
+from lib import gguf_model, lora
 from lib.config import REPO_ROOT, load_config
-from lib.contract import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from lib.contract import (
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, CONFIG, EVAL_RESULTS, FINAL_MODEL, MANIFEST, MERGED_MODEL, MODEL_CARD, REPORT,
+    SUMMARY, SUMMARY_FACTS,
+)
 from lib.model_card import license_of, render_model_card
 from lib.model_loading import load_model, load_tokenizer
 from lib.preflight import BITSANDBYTES_SM120, bitsandbytes_problem, check_quantization
+from lib.prompt_format import RESPONSE_TAGS
+from lib.reevaluate import main as reevaluate
 from lib.resources import ADAPTER_BYTES, estimate_training_memory
 from lib.summary import finetune_facts, finetune_text, render_summary
-from tests.conftest import EMBEDDED, build_embedded
+from lib.verify import verify
+from tests.conftest import EMBEDDED, build_embedded, copy_run, launch
 from tests.test_summary import completed_facts
 
 GEMMA_2B = str(REPO_ROOT / "models" / "gemma-2b")
@@ -139,7 +150,6 @@ def test_a_missing_target_module_fails_in_the_estimate(tmp_path):
 
 
 @pytest.mark.parametrize("version, capability, expected", [
-    ("0.50.2", None, "needs a CUDA GPU"),
     ("0.45.2", (12, 0), f"{BITSANDBYTES_SM120} is the first release"),
     ("0.50.2", (12, 0), None),
     ("0.43.0", (8, 9), None),  # an older release is fine on an older GPU
@@ -152,7 +162,7 @@ def test_bitsandbytes_must_support_the_gpu(version, capability, expected):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_qlora_is_refused_without_cuda_naming_why(tmp_path):
     cfg = load_config(REPO_ROOT / "params" / "gemma-2b-qlora.yaml", {"run_dir": str(tmp_path)})
-    with pytest.raises(RuntimeError, match="qlora needs (a CUDA GPU|bitsandbytes)"):
+    with pytest.raises(RuntimeError, match="qlora needs a CUDA GPU.*use finetune: lora on this machine"):
         check_quantization(cfg)
     assert check_quantization(lora_cfg(tmp_path)) == "not needed (finetune: lora)"
 
@@ -233,3 +243,129 @@ def test_a_card_without_evaluation_says_so():
     facts["evaluation"] = None
     card = render_model_card(facts, lora_params())
     assert "model-index" not in card_metadata(card) and "Not evaluated" in card
+
+
+# --- LoRA through the real notebook ---------------------------------------------------------------------------------
+
+# The embedded profile as LoRA, short: a few steps and 8 eval items (LoRA on a 0.6M model is plumbing, not quality).
+SHORT_LORA = {"finetune": "lora", "merge_adapter": True, "max_steps": 12, "logging_steps": 4, "eval_limit": 8,
+              "eval_batch_size": 8, "max_new_tokens": 24}
+
+
+def short_params(folder: Path, base: str, **changes) -> Path:
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump({**yaml.safe_load((REPO_ROOT / "params" / f"{base}.yaml").read_text(
+        encoding="utf-8")), **changes}), encoding="utf-8")
+    return path
+
+
+def _build_lora_run(folder: Path) -> None:
+    params = short_params(folder, "embedded", **SHORT_LORA)
+    done = launch("--params", str(params), "--run-dir", str(folder / "run"))
+    (folder / "stdout.txt").write_text(done.stdout + done.stderr, encoding="utf-8")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def lora_run(shared_run) -> Path:
+    return shared_run("lora-embedded", _build_lora_run)
+
+
+@pytest.mark.notebook
+def test_a_lora_run_saves_the_adapter_and_states_what_it_trained(lora_run):
+    run = lora_run / "run"
+    final = run / FINAL_MODEL
+    assert verify(run) == []
+    assert {ADAPTER_WEIGHTS, ADAPTER_CONFIG, "tokenizer.json"} <= {p.name for p in final.iterdir()}
+    assert not (final / "model.safetensors").exists()  # an adapter, not whole weights
+    assert (run / MERGED_MODEL / "model.safetensors").is_file()  # merge_adapter: true
+    facts = json.loads((run / SUMMARY_FACTS).read_text(encoding="utf-8"))
+    finetune = facts["finetune"]
+    assert finetune["mode"] == "lora" and finetune["settings"]["r"] == 16
+    assert 0 < finetune["trainable_parameters"] < finetune["all_parameters"]
+    assert finetune["adapter_bytes"] == lora.adapter_bytes(final)
+    assert f"- **fine-tuning**: {finetune_text(finetune)}" in (run / SUMMARY).read_text(encoding="utf-8")
+    assert "<dt>fine-tuning</dt>" in (run / REPORT).read_text(encoding="utf-8")  # the report's first screen
+    listed = {e["path"] for e in json.loads((run / MANIFEST).read_text(encoding="utf-8"))["files"]}
+    assert {MODEL_CARD, f"{FINAL_MODEL}/{ADAPTER_WEIGHTS}"} <= listed
+    params = json.loads((run / CONFIG).read_text(encoding="utf-8"))["parameters"]
+    assert (run / MODEL_CARD).read_text(encoding="utf-8") == render_model_card(facts, params)
+
+
+@pytest.mark.notebook
+def test_an_edited_model_card_is_named_by_the_verifier(lora_run, tmp_path):
+    run = copy_run(lora_run / "run", tmp_path / "run")
+    card = run / MODEL_CARD
+    card.write_text(card.read_text(encoding="utf-8").replace("license: other", "license: mit"), encoding="utf-8")
+    problems = verify(run)
+    assert any(p.startswith(f"{MODEL_CARD}: differs from what {SUMMARY_FACTS} renders") for p in problems), problems
+    card.unlink()
+    assert any(p.startswith(f"{MODEL_CARD}: missing, but {SUMMARY_FACTS} says") for p in verify(run))
+
+
+@pytest.mark.notebook
+def test_reevaluating_the_adapter_gives_the_runs_evaluation_item_by_item(lora_run, tmp_path):
+    run = lora_run / "run"
+    out = tmp_path / "again"
+    assert reevaluate(["--model", str(run / FINAL_MODEL), "--eval-file", str(REPO_ROOT / "data" / "eval_v2.jsonl"),
+                       "--out", str(out), "--params", str(lora_run / "params.yaml")]) == 0
+    again = json.loads((out / EVAL_RESULTS).read_text(encoding="utf-8"))
+    first = json.loads((run / EVAL_RESULTS).read_text(encoding="utf-8"))
+    assert again["reevaluation"]["baseline"]["how"] == "the run folder's base_model/"
+    assert len(again["items"]) == len(first["items"]) == SHORT_LORA["eval_limit"]
+    for before, after in zip(first["items"], again["items"]):
+        for label in ("baseline", "trained"):
+            assert {k: v for k, v in after[label].items() if k != "seconds"} == {
+                k: v for k, v in before[label].items() if k != "seconds"}, (before["id"], label)
+    assert again["metrics"] == first["metrics"]
+
+
+@pytest.mark.notebook
+def test_the_model_cards_snippet_loads_the_adapter_offline(lora_run, tmp_path):
+    run = lora_run / "run"
+    card = (run / MODEL_CARD).read_text(encoding="utf-8")
+    snippet = card.split("```python\n")[1].split("```")[0]
+    (tmp_path / "submission_runs").mkdir()
+    (tmp_path / "submission_runs" / run.name).symlink_to(run, target_is_directory=True)  # where the card says it is
+    done = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True,
+                          encoding="utf-8", timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip()  # the untrained-ish model's answer, whatever it is
+
+
+@pytest.mark.notebook
+def test_qlora_is_refused_cleanly_on_a_cpu_machine(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    run = tmp_path / "run"
+    done = launch("--params", "params/gemma-2b-qlora.yaml", "--run-dir", str(run))
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert verify(run) == []
+    checks = {c["name"]: c for c in json.loads((run / "preflight.json").read_text(encoding="utf-8"))["checks"]}
+    assert checks["4-bit quantization"]["status"] == "fail"
+    assert "qlora needs a CUDA GPU" in checks["4-bit quantization"]["detail"]
+    analysis = (run / "failure_analysis.md").read_text(encoding="utf-8")
+    assert "4-bit quantization: RuntimeError: finetune: qlora needs a CUDA GPU" in analysis
+    assert not (run / "checkpoints").exists()
+
+
+@pytest.mark.notebook
+def test_lora_on_gemma_3_270m_trains_the_tag_rows_into_a_small_adapter(tmp_path):
+    pytest.importorskip(gguf_model.MODULE, reason="the Gemma 3 270M package is not installed (make gemma)")
+    params = short_params(tmp_path, "gemma3-270m-lora", max_steps=2, logging_steps=1, eval_limit=2, eval_batch_size=2,
+                          max_new_tokens=8)
+    run = tmp_path / "run"
+    done = launch("--params", str(params), "--run-dir", str(run), timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert verify(run) == []
+    final = run / FINAL_MODEL
+    from safetensors import safe_open
+
+    with safe_open(str(final / ADAPTER_WEIGHTS), "pt") as f:
+        tag_rows = [f.get_tensor(k).shape for k in f.keys() if "trainable_tokens_delta" in k]
+    assert tag_rows and tag_rows[0][0] == len(RESPONSE_TAGS)  # the 4 response tags Gemma's vocabulary lacks
+    facts = json.loads((run / SUMMARY_FACTS).read_text(encoding="utf-8"))
+    assert facts["finetune"]["adapter_bytes"] < 64 * 2**20  # whole weights are ~1 GiB in float32
+    assert facts["finetune"]["trainable_parameters"] < facts["finetune"]["all_parameters"] / 20
+    meta = card_metadata((run / MODEL_CARD).read_text(encoding="utf-8"))
+    assert (meta["base_model"], meta["license"], meta["library_name"]) == ("google/gemma-3-270m", "gemma", "peft")
