@@ -369,3 +369,10 @@ def test_lora_on_gemma_3_270m_trains_the_tag_rows_into_a_small_adapter(tmp_path)
     assert facts["finetune"]["trainable_parameters"] < facts["finetune"]["all_parameters"] / 20
     meta = card_metadata((run / MODEL_CARD).read_text(encoding="utf-8"))
     assert (meta["base_model"], meta["license"], meta["library_name"]) == ("google/gemma-3-270m", "gemma", "peft")
+
+
+def test_the_reports_first_screen_states_the_mode():
+    from lib.report import facts_html
+
+    assert ("<dt>fine-tuning</dt><dd>lora (r 16, alpha 32, dropout 0.05, all-linear): 88,064 of 695,552 parameters "
+            "trained (12.66%); adapter 349 KiB on disk</dd>") in facts_html(lora_facts())
