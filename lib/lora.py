@@ -20,8 +20,8 @@ from transformers import AutoConfig, BitsAndBytesConfig, PreTrainedModel, PreTra
 from lib.config import LORA_ALL_LINEAR, RunConfig
 from lib.contract import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
-# QLoRA's quantization, as the QLoRA paper (Dettmers et al., 2023) and TRL's ModelConfig set it: NF4 with
-# double quantization (the quantization constants quantized too: ~0.4 bit a parameter less).
+# QLoRA's quantization: NF4 (the QLoRA paper's, Dettmers et al. 2023; TRL's ModelConfig default too) with the
+# paper's double quantization (the constants quantized as well: ~0.4 bit a parameter less; TRL leaves it off).
 QUANT_TYPE = "nf4"
 DOUBLE_QUANT = True
 
