@@ -26,6 +26,11 @@ Adafactor, bf16, eager attention), and prints:
              full-vocabulary logits), over the same number of non-padding tokens, and the speedup
 
 On the CPU (--tiny or --device cpu) memory is the process's peak RSS and the estimate's total.
+
+With --finetune lora or qlora the model is saved and loaded again through lib.model_loading (qlora: in 4-bit NF4
+by bitsandbytes, after pre-flight's "4-bit quantization" check), wrapped by lib.lora as the training worker wraps
+it, and trained the same way; the memory lines then test the adapter modes' estimate, and the comparison with the
+original configuration (a full fine-tune) is left out.
 """
 
 from __future__ import annotations
@@ -43,12 +48,14 @@ from datasets import Dataset
 from profiles import load_profile, run_config
 from transformers import TrainerCallback
 
+from lib import lora
 from lib.config import REPO_ROOT
 from lib.contract import TELEMETRY, TIMELINE_PLOT
 from lib.cpu_bfloat16 import bfloat16_matmuls
 from lib.data import load_traces
 from lib.model_builder import build_tokenizer, init_model, model_config_path, read_config
-from lib.model_loading import DTYPES, free_device_memory
+from lib.model_loading import DTYPES, free_device_memory, load_model
+from lib.preflight import check_quantization
 from lib.prompt_format import IGNORE_INDEX, encode_traces
 from lib.resources import estimate_training_memory
 from lib.summary import machine_text
@@ -92,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps of ours (default 30)")
+    parser.add_argument("--finetune", choices=("full", "lora", "qlora"), default="full",
+                        help="what training changes (docs/FINETUNING.md); qlora needs a CUDA GPU and bitsandbytes")
     parser.add_argument("--tiny", action="store_true", help="= --config models/embedded/config.json --device cpu "
                         "--dtype float32 --steps 3 --interval 0.25, with the embedded profile's max_seq_length (its "
                         "tokenizer is small)")
@@ -111,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     dtype = DTYPES[args.dtype]
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         cfg = run_config("m44", model_name=str(args.config.parent), run_dir=str(Path(tmp) / "run"), device=args.device,
-                         dtype=args.dtype, max_steps=args.steps, logging_steps=args.steps, **changes)
+                         dtype=args.dtype, max_steps=args.steps, logging_steps=args.steps, finetune=args.finetune,
+                         **changes)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / TELEMETRY).unlink(missing_ok=True)  # this check's timeline only
 
@@ -128,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         def make_model():
             t0 = time.perf_counter()
             model = init_model(read_config(args.config, tokenizer), cfg.seed, dtype, args.device, cfg.attn_implementation)
+            if cfg.trains_adapter:  # saved and loaded as a run loads its base (qlora: quantized while loading)
+                folder = Path(tmp) / "base"
+                model.save_pretrained(str(folder))
+                tokenizer.save_pretrained(str(folder))
+                del model
+                free_device_memory()
+                print(f"4-bit quantization: {check_quantization(cfg)}")
+                model = lora.add_adapter(load_model(str(folder), cfg, tokenizer), cfg, [])
             return model, time.perf_counter() - t0
 
         peak = measure_peak_flops(args.device, dtype, budget_s=2.0)
@@ -141,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # Ours: the run's trainer, the official configuration.
         model, build_s = make_model()
-        n_params = sum(p.numel() for p in model.parameters())
+        n_params = lora.count_parameters(model)[1]  # a 4-bit tensor counts the parameters it packs
         print(f"model: {n_params:,} parameters, built on {args.device} in {build_s:.1f} s", flush=True)
         clock = StepClock(args.device)
         trainer = build_trainer(cfg, model, tokenizer, Dataset.from_list(records), Path(tmp) / "ours", [clock])
@@ -157,19 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         del trainer, model
         free_device_memory()
 
-        # The original configuration, fresh copies of the same weights, as many non-padding tokens.
-        model, _ = make_model()
-        budget = TokenBudget(tokens, args.device)
-        original = original_trainer(dataclasses.replace(cfg, max_steps=10**6), model, tokenizer, records,
-                                    Path(tmp) / "original", budget)
-        with bfloat16_matmuls(args.device, dtype), sampled("original"):
-            original.train()
-        original_tokens, original_s = budget.measured
-        original_rate = original_tokens / original_s
-        del original, model
-        free_device_memory()
+        if cfg.trains_adapter:  # the original configuration is a full fine-tune: no like-for-like comparison
+            original_tokens = None
+        else:  # the original configuration, fresh copies of the same weights, as many non-padding tokens
+            original_tokens, original_s = run_original(cfg, make_model, tokenizer, records, tokens, Path(tmp),
+                                                               sampled("original"))
+
 
     footprint = estimate_training_memory(str(args.config.parent), cfg, loss_tokens=loss_tokens, longest_tokens=longest)
+    print(f"finetune: {cfg.finetune}; training {footprint.trainable:,} of {footprint.parameters:,} parameters")
     mfu = model_flops_utilization(n_params, tokens, seconds, peak.flops)
     draw_timeline(args.out)
     machine = load_telemetry(args.out)
@@ -188,10 +202,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"estimate: {footprint.describe()}")
     print("machine: " + "; ".join(machine_text(phase) for phase in machine["phases"]))
     print(f"timeline: {machine['samples']} samples in {args.out / TELEMETRY}, drawn in {args.out / TIMELINE_PLOT}")
-    print(f"original: {original_tokens:,} non-padding tokens in {original_s:.1f} s: {original_rate:,.1f} tokens/s "
-          f"(1 x 4, padded and truncated to {ORIGINAL_SEQ}, full logits)")
-    print(f"speedup: {ours_rate / original_rate:.2f}x (ours over the original, non-padding tokens/s)")
+    if original_tokens is not None:
+        original_rate = original_tokens / original_s
+        print(f"original: {original_tokens:,} non-padding tokens in {original_s:.1f} s: {original_rate:,.1f} tokens/s "
+              f"(1 x 4, padded and truncated to {ORIGINAL_SEQ}, full logits)")
+        print(f"speedup: {ours_rate / original_rate:.2f}x (ours over the original, non-padding tokens/s)")
     return 0
+
+
+def run_original(cfg, make_model, tokenizer, records: list[dict], tokens: int, tmp: Path,
+                 sampler: SystemSampler) -> tuple[int, float]:
+    """The original configuration over as many non-padding tokens as ours trained: (tokens, seconds)."""
+    model, _ = make_model()
+    budget = TokenBudget(tokens, cfg.device)
+    original = original_trainer(dataclasses.replace(cfg, max_steps=10**6), model, tokenizer, records,
+                                tmp / "original", budget)
+    with bfloat16_matmuls(cfg.device, DTYPES[cfg.dtype]), sampler:
+        original.train()
+    del original, model
+    free_device_memory()
+    return budget.measured
 
 
 if __name__ == "__main__":

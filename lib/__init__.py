@@ -5,9 +5,11 @@
     the run         run (the phase guard), interactive (re-running cells), report (display only)
     phases          preflight, training, evaluation, consolidation
     building        model_source, model_loading, model_builder, gguf_model, prompt_format, generation,
-                    resources, throughput, cpu_bfloat16, snapshot, plots, launcher, progress, telemetry, nvml
-    evidence core   config, data, scoring, stats, results, summary, verify, evidence, run_folder, repository,
-                    rehearsal, telemetry_summary (torch-free: `python -m lib.verify` needs neither torch nor a model)
+                    resources, throughput, cpu_bfloat16, snapshot, plots, launcher, progress, telemetry, nvml,
+                    lora (peft: LoRA and QLoRA)
+    evidence core   config, data, scoring, stats, results, summary, model_card, verify, evidence, run_folder,
+                    repository, rehearsal, telemetry_summary (torch-free: `python -m lib.verify` needs neither torch
+                    nor a model)
     leaves          contract, redaction, units, printable, console, keep_awake
 
 Each module imports only from its own layer and those below it. Importing the package imports no other module.

@@ -26,6 +26,12 @@ TRAINING_LOG = "training_log.txt"
 TRAINING_METRICS = "training_metrics.json"
 CHECKPOINTS = "checkpoints"  # ignored by git
 FINAL_MODEL = f"{CHECKPOINTS}/final"
+# The final checkpoint of a lora/qlora run is peft's adapter folder (peft's own names), with the tokenizer; with
+# merge_adapter the merged weights go beside it. Every final checkpoint gets a model card (lib/model_card.py).
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MERGED_MODEL = f"{FINAL_MODEL}/merged"
+MODEL_CARD = f"{FINAL_MODEL}/README.md"  # Hugging Face's file name for a model card
 LOSS_PLOT = "loss_curve.png"
 LEARNING_RATE_PLOT = "learning_rate.png"
 THROUGHPUT_PLOT = "throughput.png"

@@ -41,8 +41,9 @@ from lib.results import (
 )
 from lib.stats import word_verdict
 from lib.summary import (
-    NO_TRACEBACK, STATEMENTS_MEANING, completed, consequences, data_files, data_line, file_name, interactive_suffix,
-    interactive_text, machine_text, memory_line, next_step, outcome_line, root_causes, run_label, telemetry_line,
+    NO_TRACEBACK, STATEMENTS_MEANING, completed, consequences, data_files, data_line, file_name, finetune_text,
+    interactive_suffix, interactive_text, machine_text, memory_line, next_step, outcome_line, root_causes, run_label,
+    telemetry_line,
 )
 
 # tqdm.auto warns in a kernel without ipywidgets; the run shows no progress bars (lib/model_loading.py
@@ -292,6 +293,7 @@ def facts_html(facts: dict) -> str:
             f'<span class="m44-hash">sha256 {entry["sha256"]}</span>')
     if facts["data"]:
         rows["data policy"] = esc(facts["data"]["summary"])
+    rows["fine-tuning"] = esc(finetune_text(facts["finetune"]))
     if memory := memory_line(facts.get("memory")):
         rows["memory"] = esc(memory)
     if machine := telemetry_line(facts.get("telemetry")):

@@ -19,6 +19,10 @@ screen (lib/report.py) is built from the same facts with the same helpers below.
     repository        {commit, dirty, unchanged, change}
     caveats           what a reader must know before reading the numbers (random weights, eval_limit)
     memory            training_metrics.json's {estimate_bytes, peak_bytes, kind}, or null
+    finetune          {mode, settings, trainable_parameters, all_parameters, adapter_bytes}: the mode and the lora_*
+                      settings (null for full) from config.json; the counts and the adapter's size on disk from
+                      training_metrics.json's `finetune` (null before training recorded them)
+    model_card        checkpoints/final/README.md when consolidation wrote it (a final checkpoint exists), else null
     training          {status, steps_completed, runtime_s, first: {step, loss} | null, last: ...}
     evaluation        evaluation_results.json's `metrics`, or null
     phases            [{name, status, duration_s, cause}]
@@ -35,7 +39,7 @@ from lib.config import default_parameters
 from lib.contract import FAILURE_ANALYSIS, MANIFEST, STATEMENTS, TELEMETRY, TRAINING_METRICS
 from lib.printable import fence, one_line, table_cell, visible
 from lib.results import MODELS, describe, percent
-from lib.units import GIB
+from lib.units import GIB, format_size
 
 # What the two required statements mean, for a reader who knows neither milestone.
 STATEMENTS_MEANING = (
@@ -103,6 +107,18 @@ def caveats(params: dict) -> list[str]:
     return notes
 
 
+def finetune_facts(params: dict | None, recorded: dict | None) -> dict:
+    """The facts' `finetune`: the mode and lora_* settings from valid parameters (None: invalid), the counts and
+    the adapter's size from training_metrics.json's `finetune` (None: training recorded none)."""
+    recorded = recorded or {}
+    mode = params["finetune"] if params else "unknown (parameters invalid)"
+    settings = {"r": params["lora_r"], "alpha": params["lora_alpha"], "dropout": params["lora_dropout"],
+                "target_modules": params["lora_target_modules"], "merge_adapter": params["merge_adapter"]
+                } if params and mode != "full" else None
+    return {"mode": mode, "settings": settings,
+            **{key: recorded.get(key) for key in ("trainable_parameters", "all_parameters", "adapter_bytes")}}
+
+
 def memory_line(memory: dict | None) -> str | None:
     """'peak 17.9 GiB measured (...); pre-flight estimated 19.6 GiB, 1.10x the peak', or None before a step."""
     if not memory or memory.get("peak_bytes") is None:
@@ -112,6 +128,21 @@ def memory_line(memory: dict | None) -> str | None:
     if estimate is None:
         return line + "; no pre-flight estimate"
     return line + f"; pre-flight estimated {estimate / GIB:.2f} GiB, {estimate / peak:.2f}x the peak"
+
+
+def finetune_text(finetune: dict) -> str:
+    """'lora (r 16, alpha 32, dropout 0.05, all-linear): 1,474,560 of 269,572,736 parameters trained (0.55%);
+    adapter 5.6 MiB on disk', from the facts' `finetune`."""
+    settings = finetune["settings"]
+    text = finetune["mode"] + (f" (r {settings['r']}, alpha {settings['alpha']}, dropout {settings['dropout']:g}, "
+                               f"{one_line(settings['target_modules'])})" if settings else "")
+    if finetune["trainable_parameters"] is None:
+        return text + ": training recorded no parameter counts"
+    trainable, total = finetune["trainable_parameters"], finetune["all_parameters"]
+    text += f": {trainable:,} of {total:,} parameters trained ({trainable / total:.2%})"
+    if finetune["adapter_bytes"] is not None:
+        text += f"; adapter {format_size(finetune['adapter_bytes'])} on disk"
+    return text
 
 
 def completed(facts: dict) -> bool:
@@ -231,6 +262,7 @@ def render_summary(facts: dict) -> str:
         f"- **run time**: {facts['run_time_s']:.1f} s over all phases",
         f"- **config sha256**: {facts['config_sha256']}",
         f"- **repository**: commit {repo['commit']}, {'with' if repo['dirty'] else 'no'} uncommitted changes; {verdict}",
+        f"- **fine-tuning**: {finetune_text(facts['finetune'])}",
         f"- **training**: {training['status']}, {training['steps_completed']} steps, {training['runtime_s']:.1f} s"
         + (f" ({training['skipped_writes']} rewrites of {TRAINING_METRICS} between logging steps skipped: another "
            "program held the file)" if training.get("skipped_writes") else ""),
@@ -251,7 +283,8 @@ def render_summary(facts: dict) -> str:
     lines += ["", "## Phases", "", "| phase | status | seconds | note |", "|---|---|---|---|"]
     lines += [f"| {p['name']} | {p['status']} | {p['duration_s']:.1f} | {table_cell(p['cause'])} |" for p in facts["phases"]]
     plots = ", ".join(facts["plots"]) or "none (training logged no step)"
-    lines += ["", f"Plots: {plots}. File hashes: {MANIFEST}.", ""]
+    card = f" Model card: {facts['model_card']} (rendered from these facts)." if facts.get("model_card") else ""
+    lines += ["", f"Plots: {plots}. File hashes: {MANIFEST}.{card}", ""]
     if facts.get("telemetry"):
         lines += [*telemetry_section(facts["telemetry"]), ""]
     return "\n".join(lines)

@@ -40,6 +40,16 @@ def test_the_check_runs_on_the_cpu_with_the_embedded_config(tmp_path):
     assert re.search(r"^speedup: [\d.]+x", out.splitlines()[-1])
 
 
+def test_the_check_measures_lora_the_way_a_run_trains_it():
+    done = run_check("--tiny", "--finetune", "lora")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "4-bit quantization: not needed (finetune: lora)" in out
+    assert re.search(r"^finetune: lora; training [\d,]+ of [\d,]+ parameters", out, re.M)
+    assert re.search(r"^memory: peak RSS [\d.]+ GiB against the estimated total [\d.]+ GiB", out, re.M)
+    assert "original:" not in out  # a full fine-tune is no like-for-like comparison
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: the check would run for real")
 def test_without_a_gpu_it_says_how_to_check_the_script():
     done = run_check()
