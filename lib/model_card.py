@@ -196,7 +196,7 @@ def rate_text(m: dict, key: str) -> str:
 
 def loading(facts: dict, params: dict) -> list[str]:
     """A snippet that loads this folder with local files only (HF_HUB_OFFLINE) and answers one question."""
-    model, finetune = facts["model"], facts["finetune"]
+    finetune = facts["finetune"]
     dtype = facts["device_dtype"].split(" / ")[-1]
     folder = python_text(f"submission_runs/{facts['run_folder']}/{FINAL_MODEL}")
     code = ["import os", "", 'os.environ["HF_HUB_OFFLINE"] = "1"  # local files only',
