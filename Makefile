@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The run must leave no stray files in the repository, bytecode caches included.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test bench bench-trl shape data check-data readme-figures rehearse gemma demo-gemma lab lab-install clean-venv
+.PHONY: demo test bench bench-trl shape data check-data compare readme-figures rehearse gemma demo-gemma lab lab-install clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ check-data: $(STAMP)  ## pre-flight's data checks and a report, no run: TRAIN=, 
 
 readme-figures: $(STAMP)  ## the README's demo figures and report screenshot from a demo run folder: RUN= (make demo prints it)
 	$(PY) -m tools.readme_figures "$(RUN)"
+
+compare: $(STAMP)  ## two run folders side by side into a new build/compare/ folder: A=, B= (run folders), OUT= (optional)
+	$(if $(and $(A),$(B)),,$(error name both runs: make compare A=submission_runs/<run> B=submission_runs/<other run>))
+	$(PY) -m lib.compare "$(A)" "$(B)" $(if $(OUT),--out "$(OUT)")
 
 data: $(STAMP)  ## regenerate data/ (deterministic: the result equals the committed files)
 	$(PY) -m tools.datagen

@@ -1,6 +1,6 @@
 """Training memory measured against lib/resources.py's estimate, per component, at three model sizes.
 
-    python bench/bench_memory.py [--sizes embedded gemma3-270m gemma-2b-shape] [--steps 3]
+    python bench/bench_memory.py [--sizes embedded gemma3-270m gemma-2b-shape] [--steps 3] [--finetune lora]
 
 Each size trains in a fresh process of its own (so that one size's freed memory cannot hide in the
 next one's figures) exactly as a run's worker does: the model loaded by lib.model_loading.load_model,
@@ -50,6 +50,7 @@ from datasets import Dataset
 from profiles import build_embedded, run_config
 from transformers import TrainerCallback
 
+from lib import lora
 from lib.cpu_bfloat16 import bfloat16_matmuls
 from lib.data import load_traces
 from lib.model_builder import build_model_from_config, model_config_path
@@ -132,9 +133,10 @@ class MemoryProbe(TrainerCallback):
         self.step_times.append(time.perf_counter() - self.t0)
 
 
-def measure(size: str, model_dir: str, steps: int, work: Path) -> dict:
+def measure(size: str, model_dir: str, steps: int, work: Path, finetune: str = "full") -> dict:
     """Train `steps` steps of `size` in this process and return every measured figure."""
-    cfg = run_config(SIZES[size], model_name=model_dir, run_dir=str(work / "run"), max_steps=steps, logging_steps=1)
+    cfg = run_config(SIZES[size], model_name=model_dir, run_dir=str(work / "run"), max_steps=steps, logging_steps=1,
+                     finetune=finetune)
     tokenizer = load_tokenizer(model_dir)
     tokenizer.padding_side = "right"
     records = encode_traces(load_traces(cfg.path("train_file")), tokenizer, cfg.max_seq_length)
@@ -146,6 +148,9 @@ def measure(size: str, model_dir: str, steps: int, work: Path) -> dict:
     m = {"process": rss()}
 
     model = load_model(model_dir, cfg, tokenizer)
+    added = lora.added_rows(model_dir, tokenizer) if cfg.trains_adapter else []
+    if cfg.trains_adapter:  # as lib.training_worker wraps it
+        model = lora.add_adapter(model, cfg, added)
     for parameter in model.parameters():  # safetensors maps the file: its pages count once read
         parameter.detach().sum()
     gc.collect()
@@ -174,8 +179,9 @@ def measure(size: str, model_dir: str, steps: int, work: Path) -> dict:
     m["training_peak"] = max(max(phase) for phase in probe.phases)
     m["step_times"] = [round(t, 2) for t in probe.step_times]
     m["losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    footprint = estimate_training_memory(model_dir, cfg, loss_tokens=loss_tokens, longest_tokens=longest)
-    return {"size": size, "dtype": cfg.dtype, "optimizer": cfg.optimizer, "batch_size": cfg.batch_size,
+    footprint = estimate_training_memory(model_dir, cfg, loss_tokens=loss_tokens, longest_tokens=longest,
+                                         added_rows=len(added))
+    return {"size": size, "finetune": cfg.finetune, "dtype": cfg.dtype, "optimizer": cfg.optimizer, "batch_size": cfg.batch_size,
             "longest": longest, "loss_tokens": loss_tokens, "threads": torch.get_num_threads(),
             "measured": m, "estimate": footprint.to_dict()}
 
@@ -209,12 +215,12 @@ def print_table(results: list[dict]) -> None:
                 print(f"| {name} | {component} | | {gib(measured[0])} / {gib(measured[1])} | {how} |")
             else:
                 print(f"| {name} | {component} | {gib(estimate)} | {gib(measured)} | {how} |")
-    print("\n| size | dtype, optimizer, micro-batch | longest record / response (tokens) | estimate | measured peak | "
+    print("\n| size | finetune, dtype, optimizer, micro-batch | longest record / response (tokens) | estimate | measured peak | "
           "estimate - measured | step times (s) |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
         e, m = r["estimate"]["total"], r["measured"]["training_peak"]
-        print(f"| {r['size']} | {r['dtype']}, {r['optimizer']}, {r['batch_size']} | {r['longest']} / {r['loss_tokens']} | "
+        print(f"| {r['size']} | {r['finetune']}, {r['dtype']}, {r['optimizer']}, {r['batch_size']} | {r['longest']} / {r['loss_tokens']} | "
               f"{gib(e)} GiB | {gib(m)} GiB | {e / m - 1:+.1%} | {', '.join(map(str, r['measured']['step_times']))} |")
 
 
@@ -222,12 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps per size (default 3)")
+    parser.add_argument("--finetune", choices=["full", "lora"], default="full",
+                        help="full (default) or lora with the profile's other settings and TRL's lora_* defaults")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--measure", nargs=2, metavar=("SIZE", "MODEL_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:  # the child process: one size, one JSON line on stdout
         with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-            print("RESULT " + json.dumps(measure(*args.measure, args.steps, Path(tmp))), flush=True)
+            print("RESULT " + json.dumps(measure(*args.measure, args.steps, Path(tmp), args.finetune)), flush=True)
         return 0
 
     results = []
@@ -238,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             if folder is None:
                 continue
             print(f"{size}: model in {folder} ({time.perf_counter() - t0:.0f} s); training {args.steps} steps", flush=True)
-            child = subprocess.run([sys.executable, __file__, "--measure", size, str(folder), "--steps", str(args.steps)],
+            child = subprocess.run([sys.executable, __file__, "--measure", size, str(folder), "--steps", str(args.steps),
+                                    "--finetune", args.finetune],
                                    capture_output=True, text=True, encoding="utf-8")
             lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
             if child.returncode != 0 or not lines:

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -72,10 +73,23 @@ class RunConfig:
     # several processes (torchrun); the global batch is batch_size x gradient_accumulation_steps x num_processes
     num_processes: int = field(default=1, metadata=_range(1, 64))  # one per GPU; >1 starts them through torchrun
     sharding: Literal["none", "fsdp"] = "none"  # with several processes: none = DDP (a full copy each), fsdp = FSDP2
+    # what training changes (docs/FINETUNING.md): every weight (full), or low-rank adapters on a frozen base through
+    # peft (lora), on a base loaded in 4-bit NF4 through bitsandbytes on a CUDA GPU (qlora). The lora_* defaults are
+    # TRL's (ModelConfig: r 16, alpha 32, dropout 0.05) with peft's "all-linear" target (the QLoRA paper's choice)
+    finetune: Literal["full", "lora", "qlora"] = "full"
+    lora_r: int = field(default=16, metadata=_range(1, 4096))  # the adapters' rank
+    lora_alpha: int = field(default=32, metadata=_range(1, 65_536))  # the update is scaled by lora_alpha / lora_r
+    lora_dropout: float = field(default=0.05, metadata=_range(0.0, 0.9))  # dropout on each adapter's input
+    # peft's "all-linear" (every linear layer but the output head), or module names separated by commas: q_proj,v_proj
+    lora_target_modules: str = "all-linear"
+    merge_adapter: bool = False  # lora/qlora: also save the base with the adapter merged in (checkpoints/final/merged)
     # evaluation
     eval_limit: int = field(default=0, metadata=_range(0, 1_000_000))  # score the first N eval items only; 0: all
     eval_batch_size: int = field(default=16, metadata=_range(1, 4096))
     max_new_tokens: int = field(default=256, metadata=_range(1, 32_768))
+    # system metrics (lib/telemetry.py): seconds between samples of the GPUs and the processes beside training and
+    # evaluation, into system_metrics.jsonl; the sampling costs well under 1% of the phase (docs/BENCHMARKS.md)
+    telemetry_interval_s: float = field(default=2.0, metadata=_range(0.1, 3600.0))
     # where the evidence goes
     run_dir: str = "submission_runs/m44_v1"
     # an official run (submission_runs/m44_v<N>) starts only after a rehearsal of this configuration passed here
@@ -100,6 +114,37 @@ class RunConfig:
                 "parameter 'optimizer': adafactor does not work on FSDP2's sharded parameters; "
                 "use optimizer: adamw_torch with sharding: fsdp (its state is sharded too)"
             )
+        self._check_finetune()
+
+    def _check_finetune(self) -> None:
+        """The fine-tuning mode against the parameters it depends on, each refusal naming the fields and the fix."""
+        names = [name.strip() for name in self.lora_target_modules.split(",")]
+        if self.lora_target_modules != LORA_ALL_LINEAR and not all(map(MODULE_NAME.fullmatch, names)):
+            raise ValueError(
+                f"parameter 'lora_target_modules' must be {LORA_ALL_LINEAR} or module names separated by commas "
+                f"(letters, digits, _ and .), e.g. q_proj,v_proj; got {self.lora_target_modules!r}")
+        if self.merge_adapter and self.finetune == "full":
+            raise ValueError("parameter 'merge_adapter': there is no adapter to merge with finetune: full (a full "
+                             "fine-tune saves whole weights already); set merge_adapter: false, or finetune: lora")
+        if self.finetune == "full":
+            return
+        if self.sharding == "fsdp":
+            raise ValueError(f"parameter 'finetune': {self.finetune} is not supported with sharding: fsdp (the adapters "
+                             "are small and the frozen base is not sharded); use sharding: none (DDP) or finetune: full")
+        if self.finetune == "qlora" and self.device != "cuda":
+            raise ValueError(
+                "parameter 'finetune': qlora loads the base model in 4-bit through bitsandbytes, whose 4-bit "
+                f"kernels need a CUDA GPU, so it needs device: cuda (got device: {self.device}); "
+                "use finetune: lora on a CPU")
+        if self.finetune == "qlora" and self.num_processes > 1:
+            raise ValueError(
+                f"parameter 'finetune': qlora trains on one GPU (num_processes: 1), got num_processes: "
+                f"{self.num_processes}; use finetune: lora with several processes")
+
+    @property
+    def trains_adapter(self) -> bool:
+        """LoRA or QLoRA: training saves an adapter (peft's folder format) instead of whole weights."""
+        return self.finetune != "full"
 
     @classmethod
     def from_parameters(cls, params: Mapping) -> RunConfig:
@@ -137,6 +182,9 @@ class RunConfig:
         """A model built in the run folder, with a tokenizer trained on the training texts (lib/model_builder.py)."""
         return self.model_name in BUILT_MODELS
 
+
+LORA_ALL_LINEAR = "all-linear"  # peft's shorthand: every linear layer except the output head
+MODULE_NAME = re.compile(r"[A-Za-z0-9_.]+")
 
 # model_name values that build a model from models/<folder>/config.json with seeded random weights.
 BUILT_MODELS = {"embedded": "embedded", "gemma-2b-shape": "gemma-2b"}

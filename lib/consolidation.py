@@ -10,14 +10,16 @@ import torch
 
 from lib.config import RunConfig, save_invalid_parameters
 from lib.contract import (
-    CONFIG, DATA_REPORT, ENV_SNAPSHOT, EVAL_RESULTS, FAILURE_ANALYSIS, GPU_SNAPSHOT, MANIFEST, PHASE_ORDER, PHASES,
-    PREFLIGHT, SUMMARY, SUMMARY_FACTS, TRAINING_LOG, TRAINING_METRICS, required,
+    CONFIG, DATA_REPORT, ENV_SNAPSHOT, EVAL_RESULTS, FAILURE_ANALYSIS, FINAL_MODEL, GPU_SNAPSHOT, MANIFEST, MODEL_CARD,
+    PHASE_ORDER, PHASES, PREFLIGHT, SUMMARY, SUMMARY_FACTS, TRAINING_LOG, TRAINING_METRICS, required,
 )
 from lib.evidence import read_json, write_json, write_manifest, write_text
 from lib.run_folder import is_official, read_claim
 from lib.repository import describe_repository
 from lib.snapshot import write_env_snapshot, write_gpu_snapshot
-from lib.summary import caveats, configuration, outcome_line, render_failure_analysis, render_summary
+from lib.model_card import render_model_card
+from lib.summary import caveats, configuration, finetune_facts, outcome_line, render_failure_analysis, render_summary
+from lib.telemetry_summary import load_telemetry
 from lib.verify import consistency
 
 GUARD = "repository guard"
@@ -134,8 +136,11 @@ def consolidate(run_dir: Path, cfg: RunConfig | None, params: dict, phases: list
 
 
 def write_facts(run_dir: Path, facts: dict) -> None:
-    """The facts, the text rendered from them (the summary, the failure analysis) and the manifest over it all."""
+    """The facts, the text rendered from them (the model card, the summary, the failure analysis) and the manifest
+    over it all."""
     write_json(run_dir / SUMMARY_FACTS, facts)
+    if facts["model_card"]:  # after evaluation, whose results it states; replaces the card peft saves
+        write_text(run_dir / MODEL_CARD, render_model_card(facts, read_json(run_dir / CONFIG)["parameters"]))
     if facts["failed"] is not None:
         write_text(run_dir / FAILURE_ANALYSIS, render_failure_analysis(facts))
     write_text(run_dir / SUMMARY, render_summary(facts))
@@ -175,6 +180,9 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
         "configuration": configuration(cfg.to_dict()) if cfg else "other",
         "official_folder": is_official(run_dir),
         "memory": metrics.get("memory"),
+        "finetune": finetune_facts(cfg.to_dict() if cfg else None, metrics.get("finetune")),
+        # Written with the facts (write_facts) for every final checkpoint, full fine-tunes too.
+        "model_card": MODEL_CARD if cfg and (run_dir / FINAL_MODEL).is_dir() else None,
         "training": {
             "status": metrics["status"],
             "steps_completed": metrics["steps_completed"],
@@ -186,6 +194,7 @@ def gather_facts(run_dir: Path, cfg: RunConfig | None, params: dict, phases: lis
         "evaluation": evaluation,
         "phases": [{k: p[k] for k in ("name", "status", "duration_s", "cause")} for p in phases],
         "plots": plot_files(run_dir),
+        "telemetry": load_telemetry(run_dir),
         "failure": None if failed is None else {
             "last_step": history[-1]["step"] if history else None,
             "last_loss": history[-1]["loss"] if history else None,

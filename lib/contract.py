@@ -26,11 +26,20 @@ TRAINING_LOG = "training_log.txt"
 TRAINING_METRICS = "training_metrics.json"
 CHECKPOINTS = "checkpoints"  # ignored by git
 FINAL_MODEL = f"{CHECKPOINTS}/final"
+# The final checkpoint of a lora/qlora run is peft's adapter folder (peft's own names), with the tokenizer; with
+# merge_adapter the merged weights go beside it. Every final checkpoint gets a model card (lib/model_card.py).
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MERGED_MODEL = f"{FINAL_MODEL}/merged"
+MODEL_CARD = f"{FINAL_MODEL}/README.md"  # Hugging Face's file name for a model card
 LOSS_PLOT = "loss_curve.png"
 LEARNING_RATE_PLOT = "learning_rate.png"
 THROUGHPUT_PLOT = "throughput.png"
 MEMORY_PLOT = "memory.png"
 PLOTS = (LOSS_PLOT, LEARNING_RATE_PLOT, THROUGHPUT_PLOT, MEMORY_PLOT)  # in the order the report shows them
+# M44.1 and M44.2: the machine while they run (lib/telemetry.py), one JSON line per sample, appended, and its timeline.
+TELEMETRY = "system_metrics.jsonl"
+TIMELINE_PLOT = "system_metrics.png"
 # M44.2 evaluation.
 EVAL_RESULTS = "evaluation_results.json"
 EVAL_SUMMARY = "evaluation_summary.md"
@@ -63,7 +72,9 @@ STATEMENTS = (
 PHASE_FILES = {
     "parameters": (CONFIG,),
     "preflight": (ENV_SNAPSHOT, GPU_SNAPSHOT, PREFLIGHT, DATA_REPORT, BASE_MODEL),
-    "training": (TRAINING_LOG, TRAINING_METRICS, CHECKPOINTS, *PLOTS),
+    # Training starts the timeline; evaluation appends to it and draws it again (lib/telemetry.py), and a phase
+    # that runs again replaces its own samples.
+    "training": (TRAINING_LOG, TRAINING_METRICS, CHECKPOINTS, *PLOTS, TELEMETRY, TIMELINE_PLOT),
     "evaluation": (EVAL_RESULTS, EVAL_SUMMARY, COMPARISON_PLOT),
 }
 RUN_RECORDS = (CLAIM, PHASES, STOP_REQUEST)  # who runs the folder and what happened: kept through re-runs

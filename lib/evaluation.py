@@ -19,6 +19,7 @@ from lib.launcher import run_worker, worker_environment
 from lib.model_loading import DTYPES, free_device_memory, load_model, load_tokenizer
 from lib.results import build_results, headline, render_evaluation_summary
 from lib.cpu_bfloat16 import bfloat16_matmuls
+from lib.telemetry import sample_system_metrics
 
 if TYPE_CHECKING:
     from lib.preflight import Prepared
@@ -47,6 +48,7 @@ class EvaluationFailed(RuntimeError):
     """The evaluation processes failed, or died; the first line of the message is the cause."""
 
 
+@sample_system_metrics("evaluation")
 def evaluate(cfg: RunConfig, run_dir: Path, prepared: Prepared, trained: Trained) -> dict:
     """Baseline (the model before training) and trained, same items, same decoding, same scorer."""
     return evaluate_in_worker(cfg, run_dir, {"baseline": prepared.model_source, "trained": str(trained.model_dir)})

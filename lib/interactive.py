@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 # model and data it prepares). A changed value applies when that phase, or an earlier one, runs again.
 FIRST_READ_BY = {
     **dict.fromkeys(("max_steps", "gradient_accumulation_steps", "learning_rate", "lr_scheduler", "warmup_ratio",
-                     "weight_decay", "max_grad_norm", "logging_steps"), "training"),
+                     "weight_decay", "max_grad_norm", "logging_steps", "telemetry_interval_s"), "training"),
     **dict.fromkeys(("eval_batch_size", "max_new_tokens"), "evaluation"),
 }
 PAPERMILL_PROGRAMS = ("papermill", "papermill.exe", "papermill-script.py")

@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
+from lib import lora
 from lib.config import RunConfig
 from lib.prompt_format import RESPONSE_TAGS
 
@@ -25,18 +26,28 @@ def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
 
 
 def load_model(source: str, cfg: RunConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """The model on the configured device and dtype; embeddings grown if tags were added."""
+    """The model on the configured device and dtype; embeddings grown if tags were added.
+
+    `source` is whole weights, or a peft adapter folder (a lora/qlora run's checkpoint): then its base model
+    is loaded the same way and the adapter applied (lib/lora.py). With finetune: qlora the base is 4-bit NF4.
+    """
+    if lora.is_adapter(source):
+        return lora.apply_adapter(load_model(lora.base_of(source), cfg, tokenizer), source, cfg)
+    quantization = lora.quantization_config(cfg)
     model = AutoModelForCausalLM.from_pretrained(
         source,
         dtype=DTYPES[cfg.dtype],
         # Gemma 2 needs eager attention for its logit soft-capping; a parameter for the rest.
         attn_implementation=cfg.attn_implementation,
+        # bitsandbytes quantizes while loading onto the GPU; a 4-bit model cannot be moved afterwards.
+        **({"quantization_config": quantization, "device_map": {"": torch.cuda.current_device()}}
+           if quantization else {}),
     )
     known = model.get_input_embeddings().num_embeddings
     if known < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         init_added_tokens(model, tokenizer, range(known, len(tokenizer)))
-    return model.to(cfg.device)
+    return model if quantization else model.to(cfg.device)
 
 
 @torch.no_grad()

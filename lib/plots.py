@@ -20,6 +20,7 @@ from lib.units import GIB
 
 SIZE, DPI = (6.4, 3.2), 120  # 768 x 384 px: two side by side on a wide screen, one per row at 900 px
 BASELINE_COLOR, TRAINED_COLOR = "#8c8c8c", "tab:blue"
+RUN_COLORS = ("tab:blue", "tab:orange")  # run A, run B (lib/compare.py)
 PLAIN = FuncFormatter(lambda value, _: f"{value:g}")  # 0.2, 1, 5 and 2e-05 rather than 10^-1 or an offset
 
 
@@ -136,6 +137,109 @@ def plot_comparison(metrics: dict, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path)
     return path
+
+
+def plot_loss_overlay(curves: dict[str, list[dict]], target) -> None:
+    """Two runs' training loss on one log axis, by optimizer step (left) and by non-padding tokens seen (right).
+
+    `curves` maps a run's label to its points ({step, tokens, loss}; tokens may be None); `target` is a path or a
+    binary file (lib/compare.py embeds the PNG in its page).
+    """
+    fig = Figure(figsize=(11, 3.4), dpi=100)  # 1100 x 340 px: the page's width at 1400 px, scaled down at 900
+    by_step, by_tokens = fig.subplots(1, 2, sharey=True)
+    losses = [p["loss"] for curve in curves.values() for p in curve]
+    for (label, curve), color in zip(curves.items(), RUN_COLORS):
+        by_step.plot([p["step"] for p in curve], [p["loss"] for p in curve], color=color, marker=".",
+                     markersize=3, label=label)
+        seen = [p for p in curve if p.get("tokens") is not None]
+        by_tokens.plot([p["tokens"] for p in seen], [p["loss"] for p in seen], color=color, marker=".", markersize=3,
+                       label=label)
+    by_step.set_title("Training loss by optimizer step", fontsize="medium")
+    by_step.set_xlabel("optimizer step")
+    by_step.set_ylabel("cross-entropy (nats / token), log scale")
+    by_step.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_tokens.set_title("Training loss by non-padding tokens seen", fontsize="medium")
+    by_tokens.set_xlabel("non-padding tokens seen")
+    by_tokens.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    by_step.set_yscale("log")
+    within_decade = max(losses) / min(losses) < 10  # as plot_loss: ticks that show how far the loss fell
+    by_step.yaxis.set_major_locator(LogLocator(subs=tuple(range(1, 10)) if within_decade else (1.0, 2.0, 5.0)))
+    by_step.yaxis.set_major_formatter(PLAIN)
+    by_step.yaxis.set_minor_formatter(NullFormatter())
+    for ax in (by_step, by_tokens):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(target, format="png")
+
+
+PHASE_COLORS = ("#e8eef7", "#f4ece1", "#e9f3e6", "#f1e6f2")  # light fills behind the curves, one per phase
+
+
+def plot_timeline(records: list[dict], path: Path) -> Path:
+    """The machine during the run from system_metrics.jsonl's records (lib/telemetry.py), the phases shaded.
+
+    With GPU readings: utilisation, memory used and temperature per GPU. Without: the CPU share and the resident
+    memory of the workers and of the kernel.
+    """
+    samples = sorted((r for r in records if r.get("kind") == "sample" and r.get("time") is not None),
+                     key=lambda r: r["time"])
+    stamped = [r for r in records if r.get("time") is not None and r.get("phase")]
+    t0 = min(r["time"] for r in stamped)
+    # Seconds for a short run (the demo), minutes for a long one.
+    unit, per = ("minutes", 60) if max(r["time"] for r in stamped) - t0 > 300 else ("seconds", 1)
+    x = [(s["time"] - t0) / per for s in samples]
+    devices = sorted({g["index"] for s in samples for g in s.get("gpus") or []})
+    interval = next((r["interval_s"] for r in records if r.get("kind") == "start"), None)
+    if devices:
+        panels = [("GPU utilisation (%)", "utilization_percent", 1, 105), ("GPU memory used (GiB)", "memory_used_bytes",
+                  1 / GIB, None), ("GPU temperature (°C)", "temperature_c", 1, None)]
+        series = [[(f"GPU {i}", [_gpu_value(s, i, key, scale) for s in samples]) for i in devices]
+                  for _, key, scale, _ in panels]
+    else:
+        panels = [("CPU (% of one core)", None, 1, None), ("resident memory (GiB)", None, 1 / GIB, None)]
+        series = [[(who, [_scaled(s.get(f"{who}_{key}"), scale) for s in samples]) for who in ("workers", "kernel")]
+                  for key, scale in (("cpu_percent", 1), ("rss_bytes", 1 / GIB))]
+    fig = Figure(figsize=(SIZE[0], 1.6 * len(panels) + 0.8), dpi=DPI)
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    every = f", a sample every {interval:g} s" if interval else ""
+    axes[0].set_title(f"The machine during the run (system_metrics.jsonl{every})", fontsize="medium")
+    for ax, (label, _, _, top), lines in zip(axes, panels, series):
+        for number, (phase, (start, end)) in enumerate(_phase_spans(stamped, t0, per).items()):
+            ax.axvspan(start, end, color=PHASE_COLORS[number % len(PHASE_COLORS)], zorder=0)
+            if ax is axes[-1]:  # named once, along the bottom of the lowest panel
+                ax.text(start, 0.03, f" {phase}", transform=ax.get_xaxis_transform(), ha="left", va="bottom",
+                        fontsize="small", color="0.3")
+        for name, values in lines:
+            ax.plot(x, values, marker=".", markersize=2, linewidth=1, label=name)
+        ax.set_ylabel(label, fontsize="small")
+        ax.set_ylim(0, top)  # amounts from zero: a small change looks small
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize="x-small", loc="best")
+    axes[-1].set_xlabel(f"{unit} since the first sampled phase started (shaded: the phases)")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _phase_spans(records: list[dict], t0: float, per: float) -> dict[str, tuple[float, float]]:
+    """Each phase's first and last time stamp, in units of `per` seconds since t0."""
+    spans: dict[str, tuple[float, float]] = {}
+    for r in records:
+        t = (r["time"] - t0) / per
+        start, end = spans.get(r["phase"], (t, t))
+        spans[r["phase"]] = (min(start, t), max(end, t))
+    return spans
+
+
+def _gpu_value(sample: dict, index: int, key: str, scale: float) -> float:
+    reading = next((g for g in sample.get("gpus") or [] if g.get("index") == index), {})
+    return _scaled(reading.get(key), scale)
+
+
+def _scaled(value, scale: float) -> float:
+    return float("nan") if value is None else value * scale  # NaN: a gap in the line where a reading is missing
 
 
 def _figure(title: str):

@@ -21,7 +21,9 @@ from typing import Any, Callable
 
 import psutil
 import torch
+from packaging.version import Version
 
+from lib import lora
 from lib.config import RunConfig, resolve_path
 from lib.console import describe_exception
 from lib.contract import DATA_REPORT, PREFLIGHT
@@ -32,7 +34,7 @@ from lib.data import (
 from lib.evidence import write_json
 from lib.launcher import backend
 from lib.model_source import ModelSource, resolve_model_source
-from lib.model_loading import load_model, load_tokenizer
+from lib.model_loading import DTYPES, load_model, load_tokenizer
 from lib.prompt_format import check_record_lengths, encode_prompt
 from lib.resources import BYTES, Footprint, count_parameters, estimate_training_memory
 from lib.repository import UNKNOWN_COMMIT, describe_repository
@@ -42,6 +44,10 @@ from lib.units import GIB, format_size
 
 CUDA_INDEX = "https://download.pytorch.org/whl/cu128"  # the first CUDA build with sm_120 (RTX 5090) kernels
 WINDOWS = sys.platform == "win32"
+# bitsandbytes 0.45.3 (February 2025) is the first release whose wheels carry CUDA 12.8 kernels, with sm_120
+# (RTX 50xx); requirements-qlora.txt pins a newer one.
+BITSANDBYTES_SM120 = "0.45.3"
+QLORA_INSTALL = "install the pinned build: pip install -r requirements-qlora.txt (after the CUDA torch, README)"
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ def run_preflight(cfg: RunConfig, run_dir: Path, rehearsal_for: Path | None = No
     device = checks.run("device", check_device, cfg)
     checks.run("CUDA architecture", check_cuda_arch, cfg, device)
     checks.run("CPU numerics", check_cpu_numerics, cfg)
+    checks.run("4-bit quantization", check_quantization, cfg)
     checks.run("repository", check_repository, cfg, run_dir)
     train = checks.run("training data", load_data, load_trace_file, cfg.path("train_file"))
     eval_set = checks.run("eval data", load_data, load_eval_file, cfg.path("eval_file"))
@@ -256,6 +263,44 @@ def check_cpu_numerics(cfg: RunConfig) -> CheckResult:
                        f"{capability}), so any x86-64 machine with AVX2 gives the same numbers", {})
 
 
+def check_quantization(cfg: RunConfig) -> str:
+    """finetune: qlora quantizes the base through bitsandbytes's CUDA kernels: a CUDA device, the package, and a
+    build with kernels for the device's architecture, shown by quantizing and dequantizing a small tensor on it."""
+    if cfg.finetune != "qlora":
+        return f"not needed (finetune: {cfg.finetune})"
+    if not torch.cuda.is_available():
+        raise RuntimeError("finetune: qlora needs a CUDA GPU: bitsandbytes quantizes to 4-bit with CUDA kernels, and "
+                           "no CUDA device was found; use finetune: lora on this machine, or run on a GPU")
+    try:
+        import bitsandbytes
+        import bitsandbytes.functional as bnb_functional
+    except ImportError:
+        raise RuntimeError(f"finetune: qlora needs bitsandbytes, which is not installed: {QLORA_INSTALL}") from None
+    capability = torch.cuda.get_device_capability(0)
+    if problem := bitsandbytes_problem(bitsandbytes.__version__, capability):
+        raise RuntimeError(problem)
+    sm = f"sm_{capability[0]}{capability[1]}"
+    try:
+        weights = torch.randn(64, 64, device="cuda", dtype=DTYPES[cfg.dtype])
+        packed, state = bnb_functional.quantize_4bit(weights, quant_type=lora.QUANT_TYPE)
+        error = (bnb_functional.dequantize_4bit(packed, state) - weights).abs().max().item()
+    except Exception as exc:  # "no kernel image is available for execution on the device", a missing library
+        raise RuntimeError(f"bitsandbytes {bitsandbytes.__version__} cannot quantize on this GPU ({sm}): "
+                           f"{type(exc).__name__}: {exc}; {QLORA_INSTALL}") from None
+    if not error < 1.0:  # NF4 of N(0, 1) values is off by at most ~0.3; more means broken kernels
+        raise RuntimeError(f"bitsandbytes {bitsandbytes.__version__} on {sm}: NF4 round trip off by {error:.3g}; "
+                           f"{QLORA_INSTALL}")
+    return f"bitsandbytes {bitsandbytes.__version__}: NF4 quantize and dequantize ran on {sm} (error {error:.3f})"
+
+
+def bitsandbytes_problem(version: str, capability: tuple[int, int]) -> str | None:
+    """Why this bitsandbytes version has no kernels for a device of `capability`; None when it has."""
+    if capability >= (12, 0) and Version(version) < Version(BITSANDBYTES_SM120):
+        return (f"bitsandbytes {version} has no kernels for this GPU (sm_{capability[0]}{capability[1]}, Blackwell): "
+                f"{BITSANDBYTES_SM120} is the first release with them; {QLORA_INSTALL}")
+    return None
+
+
 def load_data(loader: Callable[[Path], DataFile], path: Path) -> tuple[DataFile, str]:
     data = loader(path)  # a malformed, empty or non-UTF-8 file raises, naming file and line
     return data, f"{len(data.records)} records from {path.name} (sha256 {data.sha256[:12]})"
@@ -284,8 +329,9 @@ def record_lengths(cfg: RunConfig, model: ModelSource, kept: DataFile) -> CheckR
 
 def check_memory(cfg: RunConfig, device: str, model: ModelSource, lengths: CheckResult) -> tuple[Footprint, str]:
     """The estimate for one device against every device's free memory; returns the whole model's footprint (disk)."""
+    added = len(lora.added_rows(model.source, load_tokenizer(model.source))) if cfg.trains_adapter else 0
     footprint = estimate_training_memory(model.source, cfg, lengths.counts["longest_response_tokens"],
-                                         lengths.counts["longest_tokens"])
+                                         lengths.counts["longest_tokens"], added)
     each = per_device(footprint, cfg, model.source)
     n = cfg.num_processes
     if cfg.device == "cuda":
@@ -325,7 +371,7 @@ def per_device(footprint: Footprint, cfg: RunConfig, model_source: str) -> Footp
 
 
 def check_disk(footprint: Footprint, run_dir: Path) -> str:
-    needed = int(footprint.checkpoint * 1.1)  # safetensors headers, tokenizer, config
+    needed = int(footprint.saved * 1.1)  # safetensors headers, tokenizer, config
     free = shutil.disk_usage(next(p for p in (run_dir, *run_dir.parents) if p.exists())).free  # a rehearsal's target may not exist yet
     if needed > free:
         raise RuntimeError(f"the checkpoint needs about {format_size(needed)}, only {format_size(free)} free "
@@ -356,6 +402,8 @@ def check_tiny_step(cfg: RunConfig, device: str, model: ModelSource) -> str:
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(model.source)
     network = load_model(model.source, cfg, tokenizer)
+    if cfg.trains_adapter:  # as the training worker wraps it: a frozen base alone has nothing to backpropagate to
+        network = lora.add_adapter(network, cfg, lora.added_rows(model.source, tokenizer))
     ids = torch.tensor([encode_prompt("What is 2 + 2?", tokenizer)], device=cfg.device)
     loss = network(input_ids=ids, labels=ids, use_cache=False).loss
     loss.backward()

@@ -4,6 +4,10 @@
         --eval-file data/eval_v2.jsonl --out reevaluations/<name> [--params params/embedded.yaml] \\
         [--baseline auto|none|<model folder or hub id>]
 
+--model is whole weights or, from a lora/qlora run, peft's adapter folder: then the base model it names
+(adapter_config.json) is loaded and the adapter applied, as the run's evaluation does (lib.model_loading);
+pass the run's --params file, so that a QLoRA adapter gets its 4-bit base.
+
 Settings (device, dtype, attention, eval_batch_size, max_new_tokens, seed) come from the
 official defaults overlaid with the --params file, by lib.config.load_config as every entry point
 resolves them; model_name, eval_file and run_dir are set from --model, --eval-file
@@ -40,10 +44,11 @@ import torch
 
 from lib.config import RunConfig, load_config
 from lib.console import utf8_output
-from lib.contract import BASE_MODEL, CHECKPOINTS, MANIFEST, SUMMARY
+from lib.contract import ADAPTER_CONFIG, BASE_MODEL, CHECKPOINTS, MANIFEST, SUMMARY
 from lib.data import DataError, load_eval, load_traces
 from lib.evaluation import EvaluationFailed, evaluate_in_worker
 from lib.evidence import sha256_file, write_json
+from lib.lora import is_adapter
 from lib.model_source import resolve_model_source
 
 REEVALUATION = "reevaluation.json"  # what was evaluated, against which baseline, on which file (--out only)
@@ -93,7 +98,7 @@ def find_baseline(choice: str, model: Path, params_file: Path | None, out: Path)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="a saved model folder (config, weights, tokenizer)")
+    parser.add_argument("--model", type=Path, required=True, help="a saved model folder (config, weights, tokenizer), or an adapter folder")
     parser.add_argument("--eval-file", type=Path, required=True, help="a JSONL file of the eval schema")
     parser.add_argument("--out", type=Path, required=True, help="a NEW folder for the result files")
     parser.add_argument("--params", type=Path, help="a params/ YAML file (default: the official defaults, lib/config.py)")
@@ -104,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     utf8_output()
     model, eval_file, out = (p if p.is_absolute() else Path.cwd() / p for p in (args.model, args.eval_file, args.out))
 
-    if not (model / "config.json").is_file():
-        raise SystemExit(f"--model {model}: not a saved model folder (no config.json)")
+    if not (model / "config.json").is_file() and not is_adapter(model):
+        raise SystemExit(f"--model {model}: not a saved model folder (neither config.json nor {ADAPTER_CONFIG})")
     refuse_out(out, model)
     try:
         cfg = resolve_config(args.params, model, eval_file, out)

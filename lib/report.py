@@ -30,8 +30,8 @@ from IPython.display import display, update_display
 
 from lib.contract import (
     COMPARISON_PLOT, CONFIG, ENV_SNAPSHOT, EVAL_RESULTS, EVAL_SUMMARY, FAILURE_ANALYSIS, GPU_SNAPSHOT, LEARNING_RATE_PLOT,
-    LOSS_PLOT, MANIFEST, MEMORY_PLOT, PLOTS, PREFLIGHT, STATEMENTS, SUMMARY_FACTS, THROUGHPUT_PLOT,
-    TRAINING_METRICS,
+    LOSS_PLOT, MANIFEST, MEMORY_PLOT, PLOTS, PREFLIGHT, STATEMENTS, SUMMARY_FACTS, TELEMETRY,
+    THROUGHPUT_PLOT, TIMELINE_PLOT, TRAINING_METRICS,
 )
 from lib.evidence import read_json
 from lib.printable import one_line, visible
@@ -41,8 +41,9 @@ from lib.results import (
 )
 from lib.stats import word_verdict
 from lib.summary import (
-    NO_TRACEBACK, STATEMENTS_MEANING, completed, consequences, data_files, data_line, file_name, interactive_suffix,
-    interactive_text, memory_line, next_step, outcome_line, root_causes, run_label,
+    NO_TRACEBACK, STATEMENTS_MEANING, completed, consequences, data_files, data_line, file_name, finetune_text,
+    interactive_suffix, interactive_text, machine_text, memory_line, next_step, outcome_line, root_causes, run_label,
+    telemetry_line,
 )
 
 # tqdm.auto warns in a kernel without ipywidgets; the run shows no progress bars (lib/model_loading.py
@@ -206,6 +207,9 @@ def show_outcome(run_dir: Path) -> None:
         traceback = facts["failure"]["traceback"].rstrip() or NO_TRACEBACK
         _show(f"<h4>Traceback of the failure ({FAILURE_ANALYSIS})</h4><pre>{esc(traceback)}</pre>",
               f"Traceback of the failure: {FAILURE_ANALYSIS}.")
+    if facts.get("telemetry") and (run_dir / TIMELINE_PLOT).is_file():
+        _show(timeline_html(facts["telemetry"], (run_dir / TIMELINE_PLOT).read_bytes()),
+              f"The machine during the run: {'; '.join(machine_text(p) for p in facts['telemetry']['phases'])}.")
     files = read_json(run_dir / MANIFEST)["files"]
     _show(manifest_html(files), f"{MANIFEST}: {len(files)} files, each with its sha256.")
 
@@ -289,8 +293,11 @@ def facts_html(facts: dict) -> str:
             f'<span class="m44-hash">sha256 {entry["sha256"]}</span>')
     if facts["data"]:
         rows["data policy"] = esc(facts["data"]["summary"])
+    rows["fine-tuning"] = esc(finetune_text(facts["finetune"]))
     if memory := memory_line(facts.get("memory")):
         rows["memory"] = esc(memory)
+    if machine := telemetry_line(facts.get("telemetry")):
+        rows["machine"] = esc(machine)
     training = facts["training"]
     line = f"{training['status']}, {training['steps_completed']} steps in {training['runtime_s']:.1f} s"
     if training["first"]:
@@ -346,6 +353,21 @@ def training_alt(name: str, history: list[dict]) -> str:
     return (f"Line chart, axis from 0: peak memory {values[0] / 2**30:.2f} GiB at the first logging step, "
             f"{values[-1] / 2**30:.2f} GiB at the last.")
 
+
+
+def timeline_html(telemetry: dict, png: bytes) -> str:
+    """The machine during the run: the timeline the phases drew, its alt text stating the numbers of each phase."""
+    phases = telemetry["phases"]
+    gpu = any(phase["gpus"] for phase in phases)
+    shown = ("GPU utilisation, memory and temperature" if gpu
+             else "CPU share and resident memory of the workers and of the kernel")
+    alt = f"Timeline chart, phases shaded: {shown} over time. " + "; ".join(machine_text(p) for p in phases) + "."
+    caption = (f"A sample every {phases[0]['interval_s']:g} s while training and evaluation ran ({TELEMETRY}; "
+               + ("utilisation: the share of time a kernel ran on the GPU, as NVML reports it" if gpu else
+                  f"{phases[0]['gpu']}; CPU in % of one core, so two busy cores show 200%; the workers are the "
+                  "processes the kernel started, the kernel is the notebook's own process")
+               + "). Gaps in a line are readings that failed; the sampler's errors are listed in m44_summary.md.")
+    return "<h4>The machine during the run</h4>" + figure_html(png, alt, caption, "m44-timeline")
 
 
 def figure_html(png: bytes, alt: str, caption: str, kind: str = "") -> str:

@@ -22,8 +22,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from peft import get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from lib import lora
 from lib.config import RunConfig
 from lib.units import GIB
 
@@ -36,6 +38,13 @@ HIDDEN_TENSORS, INTERMEDIATE_TENSORS, SCORE_TENSORS = 15, 8, 4
 # The loss upcasts logits to float32 and keeps them, their softmax and their gradient; only at
 # the positions the loss reads (the response), as lib/training_worker.py computes them.
 LOGIT_COPIES = 3
+# LoRA/QLoRA (lib/lora.py): peft keeps the adapters, their gradients and optimizer state in float32; NF4 with
+# double quantization stores 4 bits a weight, an 8-bit constant per block of 64 and a float32 one per 256 blocks.
+ADAPTER_BYTES = 4
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
+# peft's trainable tokens on a tied embedding: the merged matrix kept for the output head's backward, and one
+# dense gradient of its size in the backward.
+TRAINED_TOKEN_COPIES = 2
 # A CPU process's resident memory before the model: the Python interpreter, torch, transformers and
 # datasets loaded, the tokenizer and the encoded records. Measured 0.49 GiB (embedded, Gemma 2B shape)
 # and 0.80 GiB (gemma-3-270m, whose tokenizer has 262,144 tokens) by bench/bench_memory.py
@@ -50,7 +59,11 @@ CUDA_ALLOCATOR_FACTOR = 1.2
 
 @dataclass(frozen=True)
 class Footprint:
-    """The estimate, per component, in bytes; `to_dict()` for the evidence files."""
+    """The estimate, per component, in bytes; `to_dict()` for the evidence files.
+
+    With finetune lora or qlora, gradients, optimizer state and its step count the adapters alone, and the weights
+    are the frozen base (4-bit for qlora) plus the adapters; the activations add what the adapters keep.
+    """
 
     device: str
     parameters: int
@@ -62,6 +75,8 @@ class Footprint:
     activations: int
     logits: int
     process: int  # CPU: the process beyond its tensors; GPU: 0 (see cuda_overhead)
+    trainable: int  # the parameters training changes: all of them, or the adapters'
+    saved: int  # the final checkpoint's bytes: the weights, or the adapter (and the merged weights with merge_adapter)
 
     @property
     def forward_backward(self) -> int:
@@ -92,11 +107,6 @@ class Footprint:
         return (self.process + self.weights + self.gradients + self.optimizer + self.optimizer_step
                 + self.activations + self.logits)
 
-    @property
-    def checkpoint(self) -> int:
-        """The bytes of the saved final model."""
-        return self.weights
-
     def to_dict(self) -> dict:
         """Every component and the derived phases, in bytes: JSON-ready."""
         derived = ("forward_backward", "optimizer_phase", "tensors", "cuda_overhead", "total")
@@ -105,8 +115,9 @@ class Footprint:
     def describe(self) -> str:
         parts = ("weights", "gradients", "optimizer", "optimizer_step", "activations", "logits", "process")
         extra = f", CUDA overhead {self.cuda_overhead / GIB:.2f}" if self.device == "cuda" else ""
+        trains = "" if self.trainable == self.parameters else f" (training {self.trainable:,} of {self.parameters:,} parameters)"
         return (", ".join(f"{p.replace('_', ' ')} {getattr(self, p) / GIB:.2f}" for p in parts) + extra
-                + f" -> {self.total / GIB:.2f} GiB")
+                + f" -> {self.total / GIB:.2f} GiB" + trains)
 
 
 def count_parameters(model_source: str) -> tuple[int, object]:
@@ -131,13 +142,14 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def estimate_training_memory(model_source: str, cfg: RunConfig, loss_tokens: int | None = None,
-                             longest_tokens: int | None = None) -> Footprint:
-    """The footprint of training `cfg.batch_size` records at a time.
+                             longest_tokens: int | None = None, added_rows: int = 0) -> Footprint:
+    """The footprint of training `cfg.batch_size` records at a time, in the run's fine-tuning mode.
 
     `longest_tokens`: the longest record's length in tokens; length-grouped batches pad to their
     longest record, so activations are counted at micro-batch x this many positions (unknown:
     `cfg.max_seq_length`). `loss_tokens`: the most positions of one record the loss reads (its
     response); training computes logits only there (lib/training_worker.py). Unknown: every position.
+    `added_rows`: embedding rows the tokenizer adds to the base (the response tags); an adapter trains them.
     """
     shapes, config = _parameter_shapes(model_source)
     text = getattr(config, "text_config", config)
@@ -150,18 +162,67 @@ def estimate_training_memory(model_source: str, cfg: RunConfig, loss_tokens: int
         + INTERMEDIATE_TENSORS * text.intermediate_size
         + SCORE_TENSORS * text.num_attention_heads * length
     ) * b
+    n += added_rows * text.hidden_size  # the base's embedding grown for the tags (lib/model_loading.py)
+    if cfg.trains_adapter:
+        trained, base, extra = _adapter_terms(model_source, cfg, text, tokens, added_rows)
+        adapters = _numel_all(trained)
+        # peft counts the adapters among all parameters; it keeps them in float32 whatever the base's dtype
+        parameters, weights = n + adapters, base + adapters * ADAPTER_BYTES
+        saved = adapters * ADAPTER_BYTES + (n * b if cfg.merge_adapter else 0)
+        state_bytes = ADAPTER_BYTES
+    else:
+        trained, extra, state_bytes = shapes, 0, b
+        parameters, weights, saved = n, n * b, n * b
     return Footprint(
         device=cfg.device,
-        parameters=n,
+        parameters=parameters,
         tokens=tokens,
-        weights=n * b,
-        gradients=n * b,
-        optimizer=optimizer_state_bytes(cfg.optimizer, shapes, b),
-        optimizer_step=optimizer_step_bytes(cfg.optimizer, shapes, b, cfg.device),
-        activations=tokens * text.num_hidden_layers * per_token_layer,
+        weights=weights,
+        gradients=_numel_all(trained) * state_bytes,
+        optimizer=optimizer_state_bytes(cfg.optimizer, trained, state_bytes),
+        optimizer_step=optimizer_step_bytes(cfg.optimizer, trained, state_bytes, cfg.device),
+        activations=tokens * text.num_hidden_layers * per_token_layer + extra,
         logits=cfg.batch_size * (loss_tokens or length) * text.vocab_size * 4 * LOGIT_COPIES,
         process=CPU_PROCESS_BYTES if cfg.device == "cpu" else 0,
+        trainable=_numel_all(trained),
+        saved=saved,
     )
+
+
+def _numel_all(shapes: list[tuple[int, ...]]) -> int:
+    return sum(_numel(s) for s in shapes)
+
+
+def _adapter_terms(model_source: str, cfg: RunConfig, text, tokens: int, added_rows: int
+                   ) -> tuple[list[tuple[int, ...]], int, int]:
+    """LoRA/QLoRA: (the trained tensors' shapes, the frozen base's bytes, the activations the adapters add).
+
+    peft wraps a model built on the meta device (no memory), so the adapters' shapes are exactly what training
+    makes, and a target module the model lacks fails here, in pre-flight. The frozen base: in the run's dtype, or
+    for qlora its linear layers in 4-bit NF4 and the rest in float32 (peft's prepare_model_for_kbit_training
+    upcasts them). Activations: with dropout, each
+    adapted layer keeps a dropped-out copy of its input and the mask; rows added to a tied embedding are trained
+    through peft's trainable tokens, which build the embedding matrix anew at each forward and its dense gradient
+    at each backward (TRAINED_TOKEN_COPIES copies).
+    """
+    config = AutoConfig.from_pretrained(model_source)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    b = BYTES[cfg.dtype]
+    output = model.get_output_embeddings()
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not output}
+    quantized = sum(p.numel() for p in model.parameters() if id(p) in linear)
+    rest = sum(p.numel() for p in model.parameters()) - quantized
+    peft_model = get_peft_model(model, lora.adapter_config(cfg, []))  # added rows: counted below, not on meta
+    adapted = {name.removesuffix(".base_layer"): module for name, module in peft_model.named_modules()
+               if name.endswith(".base_layer")}
+    trained = [tuple(p.shape) for p in peft_model.parameters() if p.requires_grad]
+    trained += [(added_rows, text.hidden_size)] if added_rows else []
+    rest += added_rows * text.hidden_size
+    base = int(quantized * NF4_BYTES) + rest * 4 if cfg.finetune == "qlora" else (quantized + rest) * b
+    kept = sum(m.in_features for m in adapted.values()) * (b + 1) if cfg.lora_dropout > 0 else 0
+    tied_rows = TRAINED_TOKEN_COPIES * text.vocab_size * text.hidden_size * b if added_rows else 0
+    return trained, base, tokens * kept + tied_rows
 
 
 def optimizer_state_bytes(optimizer: str, shapes: list[tuple[int, ...]], b: int) -> int:

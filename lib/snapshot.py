@@ -18,6 +18,7 @@ from lib.contract import CONFIG, ENV_SNAPSHOT, GPU_SNAPSHOT
 from lib.evidence import write_text
 from lib.keep_awake import KEEP_AWAKE_ENV
 from lib.launcher import backend
+from lib.nvml import describe_nvml
 from lib.redaction import REDACTED, secret_env_names
 from lib.repository import command_output, describe_repository
 
@@ -149,6 +150,8 @@ def write_gpu_snapshot(run_dir: Path) -> Path:
         lines.append(f"torch build architectures: {' '.join(torch.cuda.get_arch_list())}")
     else:
         lines.append("No CUDA device is visible to torch (torch.cuda.is_available() is False).")
+    # What the system metrics (lib/telemetry.py) can read here: the driver and its GPUs, or "no NVIDIA GPU".
+    lines.append(f"NVML: {describe_nvml()}")
     lines += _processes_lines((run_dir / CONFIG).read_text(encoding="utf-8"))
     lines += ["", "## nvidia-smi --query-gpu", query or "nvidia-smi query unavailable on this machine"]
     lines += ["", "## nvidia-smi", smi or "nvidia-smi not found or failed: no NVIDIA driver on this machine"]

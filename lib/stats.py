@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from statistics import NormalDist
+from typing import NamedTuple
 
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE  # the test's level matches the CI's, so the two can be read together
@@ -131,23 +132,37 @@ def judge(comparison: dict) -> str:
     return "no_difference"
 
 
-def word_verdict(comparison: dict, what: str) -> str:
+class Sides(NamedTuple):
+    """Who is compared, for the verdict's wording: `new` is the side whose accuracy minus `old`'s is the difference."""
+
+    new: str  # "the trained model"
+    old: str  # "the baseline"
+    new_only: str  # the items only `new` got right: "right only after training"
+    old_only: str  # and only `old`: "only before"
+
+
+# A run's comparison: the trained model against its own baseline (comparison["trained_only"] are new_only).
+BEFORE_AND_AFTER = Sides("the trained model", "the baseline", "right only after training", "only before")
+
+
+def word_verdict(comparison: dict, what: str, sides: Sides = BEFORE_AND_AFTER) -> str:
     """One sentence on `what` (e.g. "strict accuracy") that agrees with the CI and the test it sits beside."""
     c = comparison
+    new, old = sides.new[0].upper() + sides.new[1:], sides.old
     kind = judge(c)
     if kind == "no_items":
         return f"No items were scored, so there is no verdict on {what}."
     ci = (f"the {c['confidence']:.0%} CI of the difference ({c['ci_low'] * 100:+.1f} to "
           f"{c['ci_high'] * 100:+.1f} points)")
     if kind == "same_items":
-        return (f"The trained model and the baseline got the same items right, so there is no difference in "
+        return (f"{new} and {old} got the same items right, so there is no difference in "
                 f"{what} to test; {ci} is the uncertainty left with {c['n']} items.")
-    split = (f"{c['trained_only']} items right only after training, {c['baseline_only']} only before "
+    split = (f"{c['trained_only']} items {sides.new_only}, {c['baseline_only']} {sides.old_only} "
              f"(McNemar p = {c['mcnemar_p']:.3g})")
     if kind == "better":
-        return f"The trained model beats the baseline on {what}: {split}, and {ci} excludes zero."
+        return f"{new} beats {old} on {what}: {split}, and {ci} excludes zero."
     if kind == "worse":
-        return f"The trained model is worse than the baseline on {what}: {split}, and {ci} excludes zero."
+        return f"{new} is worse than {old} on {what}: {split}, and {ci} excludes zero."
     if kind == "inconclusive":
         disagreement = (f"{ci} excludes zero but p is not below {ALPHA:.2g}" if c["mcnemar_p"] >= ALPHA
                         else f"p is below {ALPHA:.2g} but {ci} includes zero")

@@ -19,10 +19,15 @@ screen (lib/report.py) is built from the same facts with the same helpers below.
     repository        {commit, dirty, unchanged, change}
     caveats           what a reader must know before reading the numbers (random weights, eval_limit)
     memory            training_metrics.json's {estimate_bytes, peak_bytes, kind}, or null
+    finetune          {mode, settings, trainable_parameters, all_parameters, adapter_bytes}: the mode and the lora_*
+                      settings (null for full) from config.json; the counts and the adapter's size on disk from
+                      training_metrics.json's `finetune` (null before training recorded them)
+    model_card        checkpoints/final/README.md when consolidation wrote it (a final checkpoint exists), else null
     training          {status, steps_completed, runtime_s, first: {step, loss} | null, last: ...}
     evaluation        evaluation_results.json's `metrics`, or null
     phases            [{name, status, duration_s, cause}]
     plots             the PNG files of the folder
+    telemetry         the facts of system_metrics.jsonl (lib/telemetry_summary.py), or null when no phase was sampled
     failure           {last_step, last_loss, traceback} after a failure, else null
     inconsistent      only when consolidation's own check of the facts found problems (lib.verify.consistency):
                       the run's results stand, and the summary and the report say which files disagree
@@ -31,10 +36,10 @@ screen (lib/report.py) is built from the same facts with the same helpers below.
 from __future__ import annotations
 
 from lib.config import default_parameters
-from lib.contract import FAILURE_ANALYSIS, MANIFEST, STATEMENTS, TRAINING_METRICS
+from lib.contract import FAILURE_ANALYSIS, MANIFEST, STATEMENTS, TELEMETRY, TRAINING_METRICS
 from lib.printable import fence, one_line, table_cell, visible
 from lib.results import MODELS, describe, percent
-from lib.units import GIB
+from lib.units import GIB, format_size
 
 # What the two required statements mean, for a reader who knows neither milestone.
 STATEMENTS_MEANING = (
@@ -102,6 +107,18 @@ def caveats(params: dict) -> list[str]:
     return notes
 
 
+def finetune_facts(params: dict | None, recorded: dict | None) -> dict:
+    """The facts' `finetune`: the mode and lora_* settings from valid parameters (None: invalid), the counts and
+    the adapter's size from training_metrics.json's `finetune` (None: training recorded none)."""
+    recorded = recorded or {}
+    mode = params["finetune"] if params else "unknown (parameters invalid)"
+    settings = {"r": params["lora_r"], "alpha": params["lora_alpha"], "dropout": params["lora_dropout"],
+                "target_modules": params["lora_target_modules"], "merge_adapter": params["merge_adapter"]
+                } if params and mode != "full" else None
+    return {"mode": mode, "settings": settings,
+            **{key: recorded.get(key) for key in ("trainable_parameters", "all_parameters", "adapter_bytes")}}
+
+
 def memory_line(memory: dict | None) -> str | None:
     """'peak 17.9 GiB measured (...); pre-flight estimated 19.6 GiB, 1.10x the peak', or None before a step."""
     if not memory or memory.get("peak_bytes") is None:
@@ -111,6 +128,21 @@ def memory_line(memory: dict | None) -> str | None:
     if estimate is None:
         return line + "; no pre-flight estimate"
     return line + f"; pre-flight estimated {estimate / GIB:.2f} GiB, {estimate / peak:.2f}x the peak"
+
+
+def finetune_text(finetune: dict) -> str:
+    """'lora (r 16, alpha 32, dropout 0.05, all-linear): 1,474,560 of 269,572,736 parameters trained (0.55%);
+    adapter 5.6 MiB on disk', from the facts' `finetune`."""
+    settings = finetune["settings"]
+    text = finetune["mode"] + (f" (r {settings['r']}, alpha {settings['alpha']}, dropout {settings['dropout']:g}, "
+                               f"{one_line(settings['target_modules'])})" if settings else "")
+    if finetune["trainable_parameters"] is None:
+        return text + ": training recorded no parameter counts"
+    trainable, total = finetune["trainable_parameters"], finetune["all_parameters"]
+    text += f": {trainable:,} of {total:,} parameters trained ({trainable / total:.2%})"
+    if finetune["adapter_bytes"] is not None:
+        text += f"; adapter {format_size(finetune['adapter_bytes'])} on disk"
+    return text
 
 
 def completed(facts: dict) -> bool:
@@ -230,10 +262,12 @@ def render_summary(facts: dict) -> str:
         f"- **run time**: {facts['run_time_s']:.1f} s over all phases",
         f"- **config sha256**: {facts['config_sha256']}",
         f"- **repository**: commit {repo['commit']}, {'with' if repo['dirty'] else 'no'} uncommitted changes; {verdict}",
+        f"- **fine-tuning**: {finetune_text(facts['finetune'])}",
         f"- **training**: {training['status']}, {training['steps_completed']} steps, {training['runtime_s']:.1f} s"
         + (f" ({training['skipped_writes']} rewrites of {TRAINING_METRICS} between logging steps skipped: another "
            "program held the file)" if training.get("skipped_writes") else ""),
         *([f"- **memory**: {memory}"] if (memory := memory_line(facts.get("memory"))) else []),
+        *([f"- **machine**: {machine}"] if (machine := telemetry_line(facts.get("telemetry"))) else []),
     ]
     if training["first"]:
         first, last = training["first"], training["last"]
@@ -249,8 +283,97 @@ def render_summary(facts: dict) -> str:
     lines += ["", "## Phases", "", "| phase | status | seconds | note |", "|---|---|---|---|"]
     lines += [f"| {p['name']} | {p['status']} | {p['duration_s']:.1f} | {table_cell(p['cause'])} |" for p in facts["phases"]]
     plots = ", ".join(facts["plots"]) or "none (training logged no step)"
-    lines += ["", f"Plots: {plots}. File hashes: {MANIFEST}.", ""]
+    card = f" Model card: {facts['model_card']} (rendered from these facts)." if facts.get("model_card") else ""
+    lines += ["", f"Plots: {plots}. File hashes: {MANIFEST}.{card}", ""]
+    if facts.get("telemetry"):
+        lines += [*telemetry_section(facts["telemetry"]), ""]
     return "\n".join(lines)
+
+
+def telemetry_line(telemetry: dict | None) -> str | None:
+    """The machine during training (else the first phase sampled) in one short line, for the first screen:
+    'training (612 s): GPU 0 busy 94% (peak 100%), peak 71 °C, 0.210 kWh, never throttled', or without a GPU
+    'training (92 s): workers 187% of one core (of 2), peak 1.21 GiB resident; no GPU sampled'. None when no phase
+    was sampled; every phase in full is in the summary's section."""
+    if not telemetry or not telemetry["phases"]:
+        return None
+    phases = telemetry["phases"]
+    phase = next((p for p in phases if p["phase"] == "training"), phases[0])
+    line = machine_text(phase) + ("" if phase["gpus"] else "; no GPU sampled")
+    if errors := sum(p["error_count"] or 0 for p in phases):
+        line += f"; {errors} sampler errors, recorded in {TELEMETRY} (the run went on)"
+    return line
+
+
+def machine_text(phase: dict) -> str:
+    """One phase: each GPU's utilisation, temperature, energy and throttling; without a GPU, the CPU share and peak
+    resident memory of the workers (or of the kernel, for a phase that ran no worker)."""
+    parts = [f"GPU {gpu['index']} busy {_share(gpu['utilization_mean'])} (peak {_share(gpu['utilization_peak'])}), "
+             f"peak {_value(gpu['temperature_peak_c'], '{:.0f} °C')}, {_value(gpu['energy_kwh'], '{:.3f} kWh')}, "
+             f"{throttling_text(gpu)}" for gpu in phase["gpus"]]
+    if not parts:
+        who = "workers" if phase["workers_peak"] else "kernel"
+        parts.append(f"{who} {_share(phase[f'{who}_cpu_percent_mean'])} of one core (of {phase['cpu_count']}), "
+                     f"peak {_gib(phase[f'{who}_rss_peak_bytes'])} resident")
+    return f"{phase['phase']} ({phase['duration_s']:.0f} s): " + "; ".join(parts)
+
+
+def throttling_text(gpu: dict) -> str:
+    if not gpu["throttled_s"]:
+        return "never throttled"
+    reasons = ", ".join(f"{reason} {seconds:.0f} s" for reason, seconds in gpu["throttled_by"].items())
+    return f"throttled {gpu['throttled_s']:.0f} s ({reasons})"
+
+
+def telemetry_section(telemetry: dict) -> list[str]:
+    """m44_summary.md's section on the machine: per phase the processes and the system, per GPU its readings."""
+    phases = telemetry["phases"]
+    first = phases[0]
+    lines = ["## System metrics", "",
+             f"{telemetry['samples']} samples in {TELEMETRY}, every {first['interval_s']:g} s beside each phase's "
+             f"worker (fields: docs/TELEMETRY.md). GPU: {first['gpu']}. CPU shares in % of one core "
+             f"({first['cpu_count']} logical cores); the sampler's own CPU time is its cost to the run.", "",
+             "| phase | seconds | samples | sampler CPU | workers | workers CPU | workers peak resident | kernel CPU | "
+             "kernel peak resident | system memory peak | disk free, lowest |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in phases:
+        cost = "n/a" if p["sampler_cpu_s"] is None else (
+            f"{p['sampler_cpu_s']:.2f} s ({p['sampler_cpu_s'] / p['duration_s']:.2%})" if p["duration_s"]
+            else f"{p['sampler_cpu_s']:.2f} s")
+        lines.append(f"| {p['phase']} | {p['duration_s']:.1f} | {p['samples']} | {cost} | {p['workers_peak']} | "
+                     f"{_share(p['workers_cpu_percent_mean'])} | {_gib(p['workers_rss_peak_bytes'])} | "
+                     f"{_share(p['kernel_cpu_percent_mean'])} | {_gib(p['kernel_rss_peak_bytes'])} | "
+                     f"{_gib(p['memory_used_peak_bytes'])} | {_gib(p['disk_free_min_bytes'])} |")
+    gpus = [(p["phase"], gpu) for p in phases for gpu in p["gpus"]]
+    if gpus:
+        lines += ["", "| phase | GPU | busy, mean | busy, peak | memory peak | temperature peak | power peak | "
+                      "energy | throttling |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {phase} | {gpu['index']}: {table_cell(gpu['name'] or '')} | {_share(gpu['utilization_mean'])} | "
+                  f"{_share(gpu['utilization_peak'])} | {_gib(gpu['memory_used_peak_bytes'])} | "
+                  f"{_value(gpu['temperature_peak_c'], '{:.0f} °C')} | {_value(gpu['power_peak_w'], '{:.0f} W')} | "
+                  f"{_value(gpu['energy_kwh'], '{:.4f} kWh')} | {throttling_text(gpu)} |" for phase, gpu in gpus]
+    if not all(p["stopped"] for p in phases):
+        lines += ["", "Not stopped (the kernel ended during the phase; its timeline ends at the last sample): "
+                  + ", ".join(p["phase"] for p in phases if not p["stopped"]) + "."]
+    if telemetry["errors"]:
+        lines += ["", f"Sampler errors (each recorded once in {TELEMETRY}; sampling and the run went on):", ""]
+        lines += [f"- {error['phase']}: {one_line(str(error['message']))}" for error in telemetry["errors"]]
+    if telemetry["unreadable_lines"]:
+        lines += ["", f"{telemetry['unreadable_lines']} line(s) of {TELEMETRY} are not JSON (a line cut off when the "
+                      "kernel was killed mid-write) and were left out."]
+    return lines
+
+
+def _value(value: float | None, form: str) -> str:
+    return "n/a" if value is None else form.format(value)
+
+
+def _gib(size: int | None) -> str:
+    return "n/a" if size is None else f"{size / GIB:.2f} GiB"
+
+
+def _share(percent: float | None) -> str:
+    return "n/a" if percent is None else f"{percent:.0f}%"
 
 
 def interactive_text(interactive: dict) -> str:

@@ -19,6 +19,7 @@ from lib.contract import FINAL_MODEL, TRAINING_METRICS
 from lib.evidence import read_json, write_json
 from lib.launcher import Ended, run_worker, worker_environment
 from lib.plots import plot_training
+from lib.telemetry import sample_system_metrics
 
 if TYPE_CHECKING:
     from lib.preflight import Prepared
@@ -39,6 +40,7 @@ class TrainingFailed(RuntimeError):
     """The worker failed, or died; the first line of the message is the cause."""
 
 
+@sample_system_metrics("training")
 def train(cfg: RunConfig, run_dir: Path, prepared: Prepared) -> Trained:
     """Run the training in a worker process (or one per device), stream its output here, draw the plots,
     and report how it ended."""

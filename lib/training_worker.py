@@ -11,6 +11,8 @@ recorded for torchrun); 130 interrupted (Ctrl-C, SIGTERM).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
 import math
 import os
 import sys
@@ -33,9 +35,10 @@ from transformers import (
     TrainingArguments,
 )
 
+from lib import lora
 from lib.config import RunConfig, repo_relative
 from lib.console import describe_exception, utf8_output
-from lib.contract import CHECKPOINTS, CONFIG, FINAL_MODEL, PREFLIGHT, TRAINING_LOG, TRAINING_METRICS
+from lib.contract import CHECKPOINTS, CONFIG, FINAL_MODEL, MERGED_MODEL, PREFLIGHT, TRAINING_LOG, TRAINING_METRICS
 from lib.cpu_bfloat16 import bfloat16_matmuls
 from lib.data import load_training_records
 from lib.evidence import HeldFile, read_json, write_json
@@ -62,6 +65,10 @@ class MetricsFile:
         self.path = path
         self.memory_estimate = memory_estimate  # pre-flight's total for one device, in bytes
         self.writer = writer
+        # What training changes: the mode, the parameters it trains of all, and (set after saving) the adapter's
+        # size on disk; consolidation states them (m44_summary.json) and the model card renders them.
+        self.finetune = {"mode": cfg.finetune, "trainable_parameters": num_parameters, "all_parameters": num_parameters,
+                         "adapter_bytes": None}
         self.static = {
             "max_steps": cfg.max_steps, "num_records": num_records, "num_parameters": num_parameters,
             "device_peak_flops": peak.flops, "device_peak_flops_source": peak.source,
@@ -99,6 +106,7 @@ class MetricsFile:
             **({"error": error} if error else {}),
             "steps_completed": self.steps_completed,
             **self.static,
+            "finetune": self.finetune,
             "runtime_s": round(time.perf_counter() - self.t0, 3),
             "train_runtime": self.summary.get("train_runtime"),
             "train_samples_per_second": self.summary.get("train_samples_per_second"),
@@ -331,23 +339,40 @@ def run_training(cfg: RunConfig, run_dir: Path, model_source: str) -> None:
     records = load_training_records(cfg.path("train_file"), cfg.train_repeats)
     dataset = Dataset.from_list(encode_traces(records, tokenizer, cfg.max_seq_length))
     model = load_model(model_source, cfg, tokenizer)
-    num_parameters = sum(p.numel() for p in model.parameters())
+    if cfg.trains_adapter:  # the base frozen, low-rank adapters (and the rows of added tokens) trained
+        model = lora.add_adapter(model, cfg, lora.added_rows(model_source, tokenizer))
+    trainable, num_parameters = lora.count_parameters(model)
     peak = measure_peak_flops(cfg.device, DTYPES[cfg.dtype])  # < 1 s: the denominator of MFU
     estimate = read_json(run_dir / PREFLIGHT).get("memory_estimate") if (run_dir / PREFLIGHT).exists() else None
     metrics = MetricsFile(run_dir / TRAINING_METRICS, cfg, len(dataset), num_parameters, peak,
                           describe_processes(cfg, processes, peak), writer=processes.is_main_process,
                           memory_estimate=estimate["total"] if estimate else None)
+    metrics.finetune["trainable_parameters"] = trainable
     logger = EvidenceLogger(metrics, run_dir / TRAINING_LOG, cfg.max_steps, cfg.device)
     trainer = build_trainer(cfg, model, tokenizer, dataset, run_dir / CHECKPOINTS, [logger])
     where = f"rank {processes.process_index} of {processes.num_processes} on {device_name(processes)}, " if (
         processes.num_processes > 1) else ""
-    print(f"training {num_parameters:,} parameters on {len(dataset)} records for {cfg.max_steps} steps "
+    print(f"training {trainable:,} of {num_parameters:,} parameters ({cfg.finetune}) on {len(dataset)} records "
+          f"for {cfg.max_steps} steps "
           f"({where}process {os.getpid()}); device peak {peak.flops / 1e9:,.1f} GFLOP/s ({peak.source})", flush=True)
     metrics.write("running")
     try:
         with bfloat16_matmuls(cfg.device, DTYPES[cfg.dtype]):  # a no-op except bfloat16 on a CPU without its kernels
             trainer.train()
-        trainer.save_model(str(run_dir / FINAL_MODEL))  # rank 0 writes (FSDP: after gathering the shards)
+        final = run_dir / FINAL_MODEL
+        if not cfg.trains_adapter:
+            trainer.save_model(str(final))  # rank 0 writes (FSDP: after gathering the shards)
+        elif processes.is_main_process:
+            # peft itself rather than trainer.save_model, which cannot say save_embedding_layers=False: peft's "auto"
+            # would save the whole grown embedding (670 MB for gemma-3-270m), though the added rows it lacks are in
+            # the adapter already (trainable tokens) and the rest is the base's.
+            lora.save_base_reference(model, model_source, final)
+            model.save_pretrained(str(final), save_embedding_layers=False)
+            tokenizer.save_pretrained(str(final))
+            metrics.finetune["adapter_bytes"] = lora.adapter_bytes(final)
+            if cfg.merge_adapter:
+                del trainer, model  # the merged copy is built from the saved adapter, in the memory training used
+                save_merged(cfg, tokenizer, final, run_dir / MERGED_MODEL)
     except BaseException as exc:  # KeyboardInterrupt included: the metrics must say why it stopped
         if isinstance(exc, KeyboardInterrupt):
             cause = f"interrupted by {str(exc) or 'Ctrl-C'}"
@@ -358,6 +383,16 @@ def run_training(cfg: RunConfig, run_dir: Path, model_source: str) -> None:
     metrics.write("completed")  # the plots are drawn by the kernel, from this file (lib/training.py)
     if processes.num_processes > 1:
         leave_process_group(processes)
+
+
+def save_merged(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, adapter_dir: Path, out_dir: Path) -> None:
+    """merge_adapter: the base with the saved adapter merged in, as whole weights with the tokenizer. The base is
+    loaded in the run's dtype even after QLoRA: merged into a 4-bit base, the update would be quantized away."""
+    gc.collect()
+    model = load_model(str(adapter_dir), dataclasses.replace(cfg, finetune="lora", merge_adapter=False), tokenizer)
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    print(f"merged weights saved in {out_dir.relative_to(adapter_dir.parents[1]).as_posix()}/", flush=True)
 
 
 def describe_processes(cfg: RunConfig, processes: PartialState, peak: Peak) -> dict | None:

@@ -32,8 +32,10 @@ What is checked:
    reached consolidation is explained: which phase was running and whether its launcher still runs.
 3. The facts. m44_summary.json against the files it was gathered from (training_metrics.json,
    evaluation_results.json's metrics, preflight.json's checks, config.json with the data files' names,
-   the plots present; the data files' sha256 are taken as recorded, the files may be elsewhere), and m44_summary.md and
-   failure_analysis.md against their rendering from it (lib/summary.py), byte for byte.
+   the plots present, system_metrics.jsonl's facts computed again; the data files' sha256 are taken as recorded, the
+   files may be elsewhere), and m44_summary.md and failure_analysis.md against their rendering from it
+   (lib/summary.py), byte for byte; so is the final checkpoint's model card (lib/model_card.py), where the checkpoint
+   folder is present.
    evaluation_results.json's metrics against the same computation from its own items, and
    evaluation_summary.md against its rendering from them (lib/results.py). Numbers are never
    parsed back out of text: the text is rendered again from the numbers and compared.
@@ -49,14 +51,16 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from lib.contract import (
-    CLAIM, CONFIG, DATA_REPORT, EVAL_RESULTS, EVAL_SUMMARY, FAILURE_ANALYSIS, MANIFEST, NOTEBOOK, PHASES, PREFLIGHT,
-    REPORT, STATEMENTS, SUMMARY, SUMMARY_FACTS, TRAINING_METRICS, WEIGHT_DIRS, required,
+    CLAIM, CONFIG, DATA_REPORT, EVAL_RESULTS, EVAL_SUMMARY, FAILURE_ANALYSIS, FINAL_MODEL, MANIFEST, MODEL_CARD,
+    NOTEBOOK, PHASES, PREFLIGHT, REPORT, STATEMENTS, SUMMARY, SUMMARY_FACTS, TELEMETRY, TRAINING_METRICS, WEIGHT_DIRS, required,
 )
 from lib.console import utf8_output
 from lib.evidence import sha256_file
 from lib.results import compute_metrics, render_evaluation_summary
 from lib.run_folder import process_alive, read_claim
-from lib.summary import caveats, completed, configuration, outcome_line, render_failure_analysis, render_summary
+from lib.model_card import render_model_card
+from lib.summary import caveats, completed, configuration, finetune_facts, outcome_line, render_failure_analysis, render_summary
+from lib.telemetry_summary import load_telemetry
 
 RESTORE = "restore it from git (git checkout -- <run folder>) once the folder is committed"
 
@@ -322,6 +326,9 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
         if config.get("valid"):
             say.expect("model", facts["model"], config["parameters"]["model_name"], CONFIG)
             say.expect("processes.count", facts["processes"]["count"], config["parameters"]["num_processes"], CONFIG)
+        say.expect("finetune", facts["finetune"], finetune_facts(
+            config["parameters"] if config.get("valid") else None, (training or {}).get("finetune")),
+            f"{CONFIG} and {TRAINING_METRICS}")
     if training is not None and training.get("processes"):
         say.expect("processes.count", facts["processes"]["count"], training["processes"]["world_size"], TRAINING_METRICS)
     # Against the manifest, not the folder: a plot deleted later is the manifest check's to name.
@@ -329,9 +336,24 @@ def check_facts(run_dir: Path, facts: dict, problems: list[str]) -> None:
     listed = sorted(path for path in entries if "/" not in path and path.endswith(".png")) if entries else None
     if listed is not None:
         say.expect("plots", facts["plots"], listed, MANIFEST)
+    say.expect("telemetry", facts.get("telemetry"), load_telemetry(run_dir), TELEMETRY)
+    check_model_card(run_dir, facts, config, problems)
     same_text(run_dir, SUMMARY, render_summary(facts), problems)
     if facts["failed"]:
         same_text(run_dir, FAILURE_ANALYSIS, render_failure_analysis(facts), problems)
+
+
+def check_model_card(run_dir: Path, facts: dict, config: dict | None, problems: list[str]) -> None:
+    """The final checkpoint's model card against its rendering; only where the checkpoint is (weights are not
+    committed: a committed run folder has neither)."""
+    if not (run_dir / FINAL_MODEL).is_dir():
+        return
+    if facts["model_card"] is None:
+        problems.append(f"{FINAL_MODEL}: a final checkpoint, but {SUMMARY_FACTS} records no model card for it")
+    elif not (run_dir / MODEL_CARD).is_file():
+        problems.append(f"{MODEL_CARD}: missing, but {SUMMARY_FACTS} says consolidation wrote it")
+    elif config is not None and config.get("valid"):
+        same_text(run_dir, MODEL_CARD, render_model_card(facts, config["parameters"]), problems)
 
 
 def check_results(run_dir: Path, results: dict, problems: list[str]) -> None:
@@ -353,7 +375,7 @@ def same_text(run_dir: Path, name: str, expected: str, problems: list[str]) -> N
         return  # the contract check names a missing required file
     text = read_text(path)
     if text != expected:
-        source = SUMMARY_FACTS if name in (SUMMARY, FAILURE_ANALYSIS) else EVAL_RESULTS
+        source = SUMMARY_FACTS if name in (SUMMARY, FAILURE_ANALYSIS, MODEL_CARD) else EVAL_RESULTS
         problems.append(f"{name}: differs from what {source} renders: {first_difference(text, expected)}")
 
 

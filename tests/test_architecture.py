@@ -20,12 +20,14 @@ HEAVY = ("torch", "transformers", "pandas", "datasets", "matplotlib", "IPython",
 LAYERS = {
     "leaves": {"contract", "redaction", "units", "printable", "console", "keep_awake"},
     "evidence core": {"config", "evidence", "run_folder", "repository", "rehearsal", "data", "scoring", "stats",
-                      "results", "summary", "verify"},
+                      "results", "summary", "model_card", "verify", "telemetry_summary"},
     "building": {"prompt_format", "model_loading", "model_builder", "gguf_model", "model_source", "generation",
-                 "resources", "throughput", "cpu_bfloat16", "snapshot", "plots", "launcher", "progress"},
+                 "resources", "throughput", "cpu_bfloat16", "snapshot", "plots", "launcher", "progress",
+                 "telemetry", "nvml", "lora"},
     "phases": {"preflight", "training", "evaluation", "consolidation"},
     "the run": {"run", "interactive", "report"},
-    "entry points": {"execute", "lab", "reevaluate", "data_check", "training_worker", "evaluation_worker"},
+    "entry points": {"execute", "lab", "reevaluate", "data_check", "compare", "training_worker",
+                     "evaluation_worker"},
 }
 # The torch-free evidence core: `python -m lib.verify` on a committed run folder needs neither torch nor a model.
 TORCH_FREE = LAYERS["leaves"] | LAYERS["evidence core"]

@@ -78,6 +78,8 @@ def test_every_number_has_a_stated_range():
         ("run_dir", "  ", "'run_dir' must not be empty"),
         ("warmup_ratio", 0.9, "'warmup_ratio' must be <= 0.5"),
         ("model_name", None, "'model_name' must be str, got NoneType"),
+        ("telemetry_interval_s", 0.0, "'telemetry_interval_s' must be >= 0.1"),
+        ("telemetry_interval_s", "2s", "'telemetry_interval_s' must be float, got str"),
     ],
 )
 def test_bad_values_name_the_parameter(official_params, name, value, message):

@@ -142,3 +142,26 @@ def test_the_readmes_demo_figures_and_screenshot_are_this_demos(demo_run):
         "the README's demo figures are stale: make demo, then make readme-figures RUN=<its folder>")
     shown = json.loads(SCREENSHOT_FACTS.read_text(encoding="utf-8"))
     assert shown["outcome"] == outcome_line(facts), "docs/report-first-screen.png is of another demo: make readme-figures"
+
+
+def test_demo_leaves_the_machine_timeline_of_training_and_evaluation(demo_run):
+    run_dir, _ = demo_run
+    records = [json.loads(line) for line in (run_dir / "system_metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {r["phase"] for r in records} == {"training", "evaluation"}  # every line tagged, every line JSON
+    for phase in ("training", "evaluation"):
+        kinds = [r["kind"] for r in records if r["phase"] == phase]
+        assert kinds[0] == "start" and kinds[-1] == "stop" and set(kinds[1:-1]) == {"sample"}, (phase, kinds)
+    training = [r for r in records if r["phase"] == "training"]
+    interval, times = training[0]["interval_s"], [r["time"] for r in training if r["kind"] == "sample"]
+    # At least one sample per sampling period of training, none far late.
+    assert len(times) >= (training[-1]["time"] - training[0]["time"]) // interval
+    assert max(later - earlier for earlier, later in zip(times, times[1:])) < 2 * interval
+    assert any(r.get("workers") == 1 and r.get("workers_cpu_percent") for r in training)  # the worker, seen working
+    facts = read(run_dir, "m44_summary.json")["telemetry"]
+    (phase,) = [p for p in facts["phases"] if p["phase"] == "training"]
+    assert phase["workers_peak"] == 1 and phase["samples"] == len(times) and phase["stopped"]
+    assert phase["gpus"] == [] and phase["gpu"].startswith("no NVIDIA GPU")  # the demo runs on the CPU
+    page = (run_dir / "run.html").read_text(encoding="utf-8")
+    assert "<dt>machine</dt><dd>training (" in page and "; no GPU sampled</dd>" in page  # on the first screen
+    assert 'class="m44-figure m44-timeline"' in page
+    assert "system_metrics.png" in read(run_dir, "m44_summary.json")["plots"]

@@ -42,6 +42,14 @@ MEASURED = [
     ("gemma-2b-shape", "gemma-2b", 349, 121, 19_939_692_544),
 ]
 OVERCOUNT_LIMIT_AT_FULL_SIZE = 0.20
+# The same with finetune: lora and TRL's lora_* defaults (bench/bench_memory.py --finetune lora, docs/BENCHMARKS.md
+# "LoRA"): (profile, model, longest record, longest response, rows added for the tags, peak RSS bytes).
+MEASURED_LORA = [
+    ("embedded", "embedded", 591, 121, 0, 978_690_048),
+    ("gemma3-270m", "gemma-3-270m", 353, 121, 4, 8_275_861_504),
+    ("gemma-2b-shape", "gemma-2b", 349, 121, 0, 8_582_750_208),
+]
+LORA_RATIO_AT_REAL_SIZE = (1.0, 1.3)  # estimate / measured peak, the bound for Gemma 3 270M and Gemma 2B
 
 
 @pytest.fixture
@@ -139,3 +147,15 @@ def test_the_estimate_never_undercounts_a_measured_peak(profile, model, longest,
     assert footprint.total >= measured, f"{profile}: estimate {footprint.describe()} under the measured {measured / GIB:.2f} GiB"
     if model == "gemma-2b":
         assert footprint.total <= (1 + OVERCOUNT_LIMIT_AT_FULL_SIZE) * measured, footprint.describe()
+
+
+@pytest.mark.parametrize(("profile", "model", "longest", "loss_tokens", "added", "measured"), MEASURED_LORA)
+def test_the_lora_estimate_is_within_its_bound_of_a_measured_peak(profile, model, longest, loss_tokens, added,
+                                                                  measured, gemma_3_270m):
+    source = {"embedded": EMBEDDED, "gemma-3-270m": gemma_3_270m, "gemma-2b": GEMMA_2B}[model]
+    cfg = run_config(profile, finetune="lora")
+    footprint = estimate_training_memory(source, cfg, loss_tokens=loss_tokens, longest_tokens=longest, added_rows=added)
+    low, high = LORA_RATIO_AT_REAL_SIZE if model != "embedded" else (1.0, None)  # the 1 GiB process term dominates 0.6M
+    assert footprint.total >= low * measured, footprint.describe()
+    if high is not None:
+        assert footprint.total <= high * measured, footprint.describe()

@@ -8,6 +8,7 @@ import pytest
 
 from lib.stats import (
     ALPHA,
+    Sides,
     judge,
     mcnemar_exact_p,
     newcombe_paired_ci,
@@ -199,6 +200,21 @@ def test_same_items_right_is_worded_as_no_difference_to_test():
     sentence = word_verdict(paired_comparison(baseline, trained), "strict accuracy")
     assert sentence.startswith("The trained model and the baseline got the same items right")
     assert "beats" not in sentence and "worse" not in sentence
+
+
+def test_the_verdict_names_the_sides_it_is_given():
+    # lib.compare pairs two runs' trained models: the same sentence, with the runs named in place of before/after.
+    runs = Sides("run B's trained model", "run A's", "right only in run B", "only in run A")
+    baseline, trained = _pairs(30, 60, 10, 0)
+    win = paired_comparison(baseline, trained)
+    assert word_verdict(win, "strict accuracy", runs).startswith(
+        "Run B's trained model beats run A's on strict accuracy: 60 items right only in run B, 10 only in run A")
+    assert word_verdict(paired_comparison(trained, baseline), "strict accuracy", runs).startswith(
+        "Run B's trained model is worse than run A's")
+    same = word_verdict(paired_comparison(*_pairs(12, 0, 0, 88)), "strict accuracy", runs)
+    assert same.startswith("Run B's trained model and run A's got the same items right")
+    for sentence in (word_verdict(win, "strict accuracy", runs), same):
+        assert "training" not in sentence and "baseline" not in sentence
 
 
 @pytest.mark.parametrize("n", [10, 40, 100])

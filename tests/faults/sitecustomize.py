@@ -143,6 +143,15 @@ def _display_error(report):
     report.display = report.update_display = broken
 
 
+def _broken_sampler(telemetry):
+    """Every reading of the system metrics sampler fails (lib/telemetry.py): the run must end as it would have."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("sensor unreadable (injected by the test)")
+
+    telemetry.ProcessTree.read = telemetry.SystemSampler._system = broken
+
+
 def _full_disk(*, even_for_the_failure: bool):
     """The disk fills once the notebook is done: the launcher cannot write run.html (and, if asked, nothing else).
 
@@ -235,6 +244,7 @@ FAULTS = {
     "generation_error": lambda: _on_import("transformers.generation.utils", _generation_error),
     "unsupported_gpu": lambda: _on_import("torch", _unsupported_gpu),
     "display_error": lambda: _on_import("lib.report", _display_error),
+    "sampler_error": lambda: _on_import("lib.telemetry", _broken_sampler),
     "report_disk_full": lambda: _full_disk(even_for_the_failure=False),
     "disk_full_at_the_end": lambda: _full_disk(even_for_the_failure=True),
     "held_files": lambda: _held_files(for_good=None),
