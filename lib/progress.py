@@ -14,7 +14,7 @@ from lib.contract import PHASES, TRAINING_LOG
 
 POLL_S = 2.0
 TRAINING_LINES = 10  # training progress lines at most (about every tenth of the steps), besides its start and end
-# training_log.txt's line (lib/training_worker.py): "step   300/1500 | loss 0.5121 | ... | 14.2 s | 57 s left"
+# training_log.txt's line (lib/training_worker.py): "step   300/1500 | loss 0.5121 | ... | 14.2 s | about 57 s left"
 STEP_LINE = re.compile(r"^step +(?P<step>\d+)/(?P<of>\d+) \| loss (?P<loss>\S+) .*\| (?P<elapsed>[\d.]+) s \|")
 NAMES = {"parameters": "parameters", "preflight": "M44.0 pre-flight", "training": "M44.1 training",
          "evaluation": "M44.2 evaluation", "repository guard": "repository guard", "report": "report"}
@@ -30,9 +30,13 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-def time_left(step: int, of: int, elapsed_s: float) -> str:
-    """The time the remaining steps take at the pace so far, in words."""
-    return duration(elapsed_s / step * (of - step)) if step else "unknown"
+def time_left(step: int, of: int, elapsed_s: float, since: tuple[int, float]) -> str:
+    """'about 3 min 05 s left': the remaining steps at the pace since step `since[0]` (reached at `since[1]` s). The
+    pace starts at a logged step, leaving out loading and the first step's warm-up, which would inflate it."""
+    first_step, first_s = since
+    if step <= first_step:
+        return "time left: from the next line on"
+    return f"about {duration((elapsed_s - first_s) / (step - first_step) * (of - step))} left"
 
 
 class Progress:
@@ -42,6 +46,7 @@ class Progress:
         self.run_dir, self.say = run_dir, say
         self.seen: dict[str, str] = {}  # phase -> the status last printed
         self.next_step = 0  # the training step from which the next progress line is printed
+        self.first: tuple[int, float] | None = None  # the first step seen and its elapsed seconds: the pace's start
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._watch, name="m44-progress", daemon=True)
 
@@ -68,8 +73,6 @@ class Progress:
             name, status = phase["name"], phase["status"]
             if self.seen.get(name) == status:
                 continue
-            if status == "running" and name == "training":
-                self._training()
             self.seen[name] = status
             self.say(self.line(phase), flush=True)
         if self.seen.get("training") == "running":
@@ -96,5 +99,6 @@ class Progress:
         if step < self.next_step or step == of:
             return
         self.next_step = step + max(1, of // TRAINING_LINES)
-        self.say(f"M44.1 training: step {step}/{of}, loss {match['loss']}, {duration(elapsed)} so far, about "
-                 f"{time_left(step, of, elapsed)} left", flush=True)
+        self.first = self.first or (step, elapsed)
+        self.say(f"M44.1 training: step {step}/{of}, loss {match['loss']}, {duration(elapsed)} so far, "
+                 f"{time_left(step, of, elapsed, self.first)}", flush=True)

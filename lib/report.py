@@ -41,7 +41,7 @@ from lib.results import (
 )
 from lib.stats import word_verdict
 from lib.summary import (
-    NO_TRACEBACK, STATEMENTS_MEANING, completed, consequences, data_files, data_line, file_name, finetune_text,
+    DIFFER, NO_TRACEBACK, STATEMENTS_MEANING, checks_with, completed, data_files, data_line, file_name, finetune_text,
     interactive_suffix, interactive_text, machine_text, memory_line, next_step, outcome_line, root_causes, run_label,
     telemetry_line,
 )
@@ -229,11 +229,11 @@ def card_html(facts: dict, chart_png: bytes | None) -> str:
                   list_html(facts["inconsistent"], "m44-causes")]
     if facts.get("interactive"):
         parts.append(f'<p class="m44-interactive">{esc(interactive_text(facts["interactive"]))}</p>')
-    parts += [f'<p class="m44-caveat"><b>Caveat:</b> {esc(note)}.</p>' for note in facts.get("caveats") or []]
+    parts += [caveat_html(note) for note in facts.get("caveats") or []]
     if not ok:
         parts += [
             "<h3>Root cause</h3>", list_html(root_causes(facts), "m44-causes"),
-            "<h3>Not done as a consequence</h3>", list_html(consequences(facts) or ["nothing"], "m44-consequences"),
+            "<h3>Not done as a consequence</h3>", list_html(short_consequences(facts), "m44-consequences"),
             f'<p class="m44-next"><b>Next:</b> {esc(next_step(facts))} The traceback is at the end '
             f"of this report and in {FAILURE_ANALYSIS}.</p>",
         ]
@@ -254,6 +254,22 @@ def card_html(facts: dict, chart_png: bytes | None) -> str:
     kind = "completed" if ok else "failed"
     return (f'<section class="m44-card m44-{kind}" style="{card_style(kind)}" aria-label="M44 run outcome">'
             f'{"".join(parts)}</section>')
+
+
+def caveat_html(note: str) -> str:
+    """A caveat; a list of parameters that differ is folded (details), the first screen being for the outcome."""
+    head, listed, rest = note.partition(DIFFER)
+    if not listed:
+        return f'<p class="m44-caveat"><b>Caveat:</b> {esc(note)}.</p>'
+    return (f'<details class="m44-caveat"><summary><b>Caveat:</b> {esc(head + DIFFER.rstrip(": "))}</summary>'
+            f"<p>{esc(rest)}.</p></details>")
+
+
+def short_consequences(facts: dict) -> list[str]:
+    """What did not run, short: the checks not run by name (the table below says why), the phases skipped."""
+    skipped = [c["name"] for c in checks_with(facts, "skip")]
+    checks = [f"pre-flight checks not run (SKIP below): {', '.join(skipped)}"] if skipped else []
+    return checks + [f"phase {p['name']}: {p['cause']}" for p in facts["skipped"]] or ["nothing"]
 
 
 def card_text(facts: dict) -> str:

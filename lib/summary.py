@@ -92,13 +92,15 @@ def run_label(facts: dict) -> str:
     return f"not the official configuration: {one_line(facts['model'])} on {facts['device_dtype']}"
 
 
+DIFFER = " from the official contract: "  # in a caveat, before the parameters that differ (the report folds them)
+
+
 def caveats(params: dict) -> list[str]:
     """What a reader must know before the numbers, from the run's valid parameters (config.json's)."""
     notes = []
     if differences := differences_from_official(params):
         notes.append(f"not the official configuration: {len(differences)} parameter"
-                     f"{'s differ' if len(differences) > 1 else ' differs'} from the official contract: "
-                     + ", ".join(differences))
+                     f"{'s differ' if len(differences) > 1 else ' differs'}{DIFFER}" + ", ".join(differences))
     if params.get("model_name") == "gemma-2b-shape":
         notes.append("the weights are random (Gemma 2B's architecture with seeded random weights): this run "
                      "measures memory and time at full size; its accuracy is meaningless")

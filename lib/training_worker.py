@@ -142,6 +142,7 @@ class EvidenceLogger(TrainerCallback):
         self.log_path = log_path
         self.max_steps = max_steps
         self.device = device
+        self.first_logged: tuple[int, float] | None = None  # (step, elapsed s) of the first logging step
         self.train_t0 = self.last_t = time.perf_counter()
         self.last_step = 0
         self.last_tokens = 0
@@ -173,13 +174,14 @@ class EvidenceLogger(TrainerCallback):
             logs.pop(key, None)  # tokens_per_s below is per interval, and the totals are in the summary
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
         record["elapsed_s"] = round(time.perf_counter() - self.metrics.t0, 3)
+        self.first_logged = self.first_logged or (state.global_step, record["elapsed_s"])  # the pace starts here
         record.update(self._interval(args, state))
         line = (
             f"step {state.global_step:>5}/{self.max_steps} | loss {logs['loss']:.4f} | "
             f"lr {logs.get('learning_rate', float('nan')):.2e} | "
             f"grad_norm {logs.get('grad_norm', float('nan')):.3f} | "
             f"{record['tokens_per_s']:,.0f} tok/s | {record['elapsed_s']:.1f} s | "
-            f"{time_left(state.global_step, self.max_steps, record['elapsed_s'])} left"
+            f"{time_left(state.global_step, self.max_steps, record['elapsed_s'], self.first_logged)}"
         )
         if state.is_world_process_zero:
             with self.log_path.open("a", encoding="utf-8", newline="\n") as f:

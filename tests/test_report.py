@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 
 from lib import report
-from lib.config import REPO_ROOT
+from lib.config import REPO_ROOT, default_parameters
 from lib.report import card_html, examples_html, scorecard_html
 from lib.run import Run
 from tests.browser import TRACEBACK, WIDTHS, on_first_screen, open_report
 from tests.conftest import profile
 from tests.test_evaluation import build_items
+from lib.summary import caveats
 from tests.test_summary import completed_facts, preflight_failed_facts
 from tests.test_verify import fake_training_and_evaluation
 
@@ -78,7 +79,7 @@ def test_the_failed_card_lists_root_causes_apart_from_skipped_checks_then_the_ch
     causes = re.findall(r"<li>(.*?)</li>", blocks(card, "ul", "m44-causes")[0])
     effects = re.findall(r"<li>(.*?)</li>", blocks(card, "ul", "m44-consequences")[0])
     assert causes == ["eval data: FileNotFoundError: eval file not found: data/none.jsonl"]
-    assert effects == ["check train/eval leakage: not checked: eval data failed",
+    assert effects == ["pre-flight checks not run (SKIP below): train/eval leakage",
                        "phase training: skipped because preflight failed",
                        "phase evaluation: skipped because training skipped"]
     statuses = re.findall(r'<tr class="m44-(\w+)"><td><span class="m44-status">(\w+)</span></td><td>([^<]*)</td>', card)
@@ -90,6 +91,21 @@ def test_the_failed_card_lists_root_causes_apart_from_skipped_checks_then_the_ch
     assert "failed in phase <b>preflight</b>" in card
     assert not TRACEBACK.search(card) and "Traceback" not in card  # it is in failure_analysis.md, further down
     assert 'class="m44-chart"' not in card  # nothing was evaluated
+
+
+def test_the_card_folds_the_parameters_that_differ_and_keeps_other_caveats_open():
+    """The first screen is for the outcome: a caveat listing every parameter that differs from the official contract
+    shows its count and folds the list (details); the text form keeps it whole."""
+    facts = completed_facts()
+    facts["caveats"] = caveats({**default_parameters(), "max_steps": 300, "seed": 7, "eval_limit": 4})
+    card = card_html(facts, None)
+    (folded,) = blocks(card, "details", "m44-caveat")
+    summary, listed = re.match(r"<summary>(.*?)</summary><p>(.*?)</p>", folded).groups()
+    assert summary == "<b>Caveat:</b> not the official configuration: 3 parameters differ from the official contract"
+    assert "max_steps 300 (official: 400)" in listed and "eval_limit 4 (official: 0)" in listed
+    assert blocks(card, "p", "m44-caveat") == ["<b>Caveat:</b> only the first 4 eval items were scored (parameter "
+                                               "eval_limit)."]
+    assert "seed 7 (official: 42)" in report.card_text(facts)
 
 
 def test_the_completed_card_names_the_data_and_shows_the_headline_numbers_and_chart():
