@@ -309,7 +309,8 @@ def facts_html(facts: dict) -> str:
             f'<span class="m44-hash">sha256 {entry["sha256"]}</span>')
     if facts["data"]:
         rows["data policy"] = esc(facts["data"]["summary"])
-    rows["fine-tuning"] = esc(finetune_text(facts["finetune"]))
+    if facts["finetune"]["mode"] != "full":  # a full fine-tune is the contract's; the summary states it either way
+        rows["fine-tuning"] = esc(finetune_text(facts["finetune"]))
     if memory := memory_line(facts.get("memory")):
         rows["memory"] = esc(memory)
     if machine := telemetry_line(facts.get("telemetry")):
