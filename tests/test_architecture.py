@@ -93,6 +93,14 @@ def test_the_package_docstring_shows_the_layer_table():
         assert modules <= words[layer], f"lib/__init__.py's {layer!r} row lacks {sorted(modules - words[layer])}"
 
 
+def test_the_architecture_page_shows_the_same_layers():
+    """docs/ARCHITECTURE.md's table names exactly the modules of each layer (the workers are entry points)."""
+    page = (REPO_ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| ([a-z ]+) \| (.+?) \| .+ \|$", page, re.M))
+    for layer, modules in LAYERS.items():
+        assert set(re.findall(r"`(\w+)`", rows[layer])) == modules, layer
+
+
 def test_no_import_cycle_in_lib():
     graph = import_graph()
     assert graph["verify"] and graph["run"]  # the walk finds imports at all

@@ -194,3 +194,22 @@ def test_a_missing_git_fails_an_official_preflight_and_warns_any_other(monkeypat
 def test_git_present_passes_naming_the_commit(tmp_path):
     result = preflight.check_repository(load_config(EMBEDDED, {"run_dir": str(tmp_path / "run")}), tmp_path)
     assert result.status == "pass" and re.match(r"commit [0-9a-f]{12}, ", result.detail)
+
+
+# --- make's targets, as PowerShell commands ------------------------------------------------------------------------
+
+
+def test_every_make_target_has_its_powershell_line_and_each_line_names_what_exists():
+    """docs/WINDOWS.md's table: one row per Makefile target, and every module, script, profile and requirements file
+    a row names is in the repository (a renamed module fails here, not on the user's machine)."""
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M))
+    page = (REPO_ROOT / "docs" / "WINDOWS.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `make ([a-z-]+)[^`]*` \| (.+) \|$", page, re.M))
+    assert set(rows) == targets, f"rows missing: {targets - set(rows)}; rows for no target: {set(rows) - targets}"
+    named = " ".join(rows.values())
+    for module in re.findall(r"-m ((?:lib|tools)\.\w+)", named):
+        assert (REPO_ROOT / (module.replace(".", "/") + ".py")).is_file(), module
+    for path in re.findall(r"(?:params|bench)\\[\w.-]+|requirements[\w-]*\.txt", named):
+        assert (REPO_ROOT / path.replace("\\", "/")).is_file(), path
+    assert "&&" not in named and "export " not in named  # Windows PowerShell 5.1 has neither
