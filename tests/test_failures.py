@@ -140,7 +140,7 @@ def test_a_failing_display_changes_nothing_about_the_run(tmp_path, params, compl
     assert facts["status"] == ("completed" if completes else "failed in preflight")
     if completes:
         assert set(facts["plots"]) == {"comparison.png", "learning_rate.png", "loss_curve.png", "memory.png",
-                                       "throughput.png"}  # drawn by the phases, not by the displays
+                                       "system_metrics.png", "throughput.png"}  # drawn by the phases, not displays
     assert verify(run_dir) == []
     assert "display failed (injected by the test)" in (run_dir / "run.ipynb").read_text(encoding="utf-8")
 

@@ -184,7 +184,7 @@ def test_a_signal_to_the_launcher_mid_training_leaves_complete_evidence_and_a_re
     t0 = time.monotonic()
     rest, _ = launcher.communicate(timeout=300)
     assert launcher.returncode == 128 + sig.value, "".join(lines[-20:]) + rest[-3000:]
-    assert f"The run was stopped by {sig.name}" in rest and time.monotonic() - t0 < 120
+    assert f"Stopped by {sig.name}. Next: read " in rest and time.monotonic() - t0 < 120
 
     for name in REQUIRED_ALWAYS + REQUIRED_ON_FAILURE + ("run.html", "manifest.json", "stop_request.json"):
         assert (run_dir / name).is_file(), name
@@ -193,7 +193,7 @@ def test_a_signal_to_the_launcher_mid_training_leaves_complete_evidence_and_a_re
     assert facts["failed"]["cause"].startswith(f"stopped by {sig.name} sent to lib.execute (pid {launcher.pid}")
     assert {p["name"]: p["status"] for p in facts["phases"]}["evaluation"] == "skipped"
     metrics = json.loads((run_dir / "training_metrics.json").read_text(encoding="utf-8"))
-    assert metrics["status"] == "failed" and metrics["steps_completed"] >= 6 and metrics["history"]
+    assert metrics["status"] == "failed" and metrics["steps_completed"] >= 1 and metrics["history"]
     assert verify(run_dir) == []
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lib.config import REPO_ROOT
-from lib.contract import MANIFEST as MANIFEST_NAME, REQUIRED_ALWAYS
+from lib.contract import MANIFEST as MANIFEST_NAME, MODEL_CARD, REQUIRED_ALWAYS
 from lib.evaluation import write_evaluation
 from lib.evidence import write_json, write_manifest, write_text
 from lib.execute import render_html
@@ -208,8 +208,10 @@ def test_facts_edited_together_with_their_summary_still_disagree_with_the_metric
     write_manifest(run_dir)
     problems = verify(run_dir)
     assert f"m44_summary.json: training.steps_completed is {steps + 90}, but training_metrics.json gives {steps}" in problems
-    # The notebook printed the run's real outcome line, which the edited facts no longer give.
-    assert len(problems) == 2 and any(p.startswith("run.ipynb: does not record this run's outcome") for p in problems)
+    # The notebook printed the run's real outcome line, and the model card rendered the real steps: the edited facts
+    # give neither.
+    assert len(problems) == 3 and any(p.startswith("run.ipynb: does not record this run's outcome") for p in problems)
+    assert any(p.startswith(f"{MODEL_CARD}: ") and f"{steps} optimizer steps" in p for p in problems), problems
 
 
 @pytest.mark.notebook
