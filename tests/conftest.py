@@ -36,6 +36,26 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "m44"))
 EMBEDDED = REPO_ROOT / "params" / "embedded.yaml"
 
 
+# Files whose tests each run the notebook on their own (a fault, a guardrail, a signal) and share nothing but
+# `shared_run` folders: under pytest-xdist (make test) their tests are scheduled one by one, after the whole files,
+# so that the processes finish together instead of one being left with a file of fifteen runs. Every other file
+# goes to one process whole, its module fixtures (a JupyterLab server, a loaded Gemma, a browser) built once.
+SPREAD = {"test_failures.py", "test_robustness.py", "test_launcher.py", "test_user_data.py", "test_telemetry.py",
+          "test_distributed.py"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scope scheduling (largest scope first) with a scope per test in SPREAD, per file elsewhere."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesAndSpreadTests(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return nodeid if file.rsplit("/", 1)[-1] in SPREAD else file
+
+    return FilesAndSpreadTests(config, log)
+
+
 def profile(name: str) -> dict:
     return yaml.safe_load((REPO_ROOT / "params" / f"{name}.yaml").read_text(encoding="utf-8"))
 

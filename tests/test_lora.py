@@ -26,7 +26,7 @@ from lib.model_card import license_of, render_model_card
 from lib.model_loading import load_model, load_tokenizer
 from lib.preflight import BITSANDBYTES_SM120, bitsandbytes_problem, check_quantization
 from lib.prompt_format import RESPONSE_TAGS
-from lib.reevaluate import main as reevaluate
+from lib.reevaluate import REEVALUATION, main as reevaluate
 from lib.resources import ADAPTER_BYTES, estimate_training_memory
 from lib.summary import finetune_facts, finetune_text, render_summary
 from lib.verify import verify
@@ -311,7 +311,8 @@ def test_reevaluating_the_adapter_gives_the_runs_evaluation_item_by_item(lora_ru
                        "--out", str(out), "--params", str(lora_run / "params.yaml")]) == 0
     again = json.loads((out / EVAL_RESULTS).read_text(encoding="utf-8"))
     first = json.loads((run / EVAL_RESULTS).read_text(encoding="utf-8"))
-    assert again["reevaluation"]["baseline"]["how"] == "the run folder's base_model/"
+    provenance = json.loads((out / REEVALUATION).read_text(encoding="utf-8"))
+    assert provenance["baseline"]["how"] == "the run folder's base_model/"
     assert len(again["items"]) == len(first["items"]) == SHORT_LORA["eval_limit"]
     for before, after in zip(first["items"], again["items"]):
         for label in ("baseline", "trained"):

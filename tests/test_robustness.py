@@ -30,7 +30,7 @@ SHORT = ["-p", "max_steps=4", "-p", "logging_steps=2", "-p", "max_new_tokens=8",
 FAILS_FAST = ["-p", "eval_file=data/no-such-eval.jsonl"]  # a documented pre-flight failure: the quickest real run
 # The claim is one atomic O_EXCL create (lib/run_folder.py): rounds sample which launcher wins and how far the
 # winner got when stopped, not a probability of failure; each round costs ~15-25 s of two kernels starting.
-RACE_ROUNDS = 5
+RACE_ROUNDS = 3
 
 
 def facts(run_dir: Path) -> dict:

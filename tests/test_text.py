@@ -11,6 +11,7 @@ output `max_new_tokens` allows) in generations, prompts, answers, ids, categorie
 
 from __future__ import annotations
 
+import ast
 import copy
 import tempfile
 from pathlib import Path
@@ -19,11 +20,13 @@ from hypothesis import given, strategies as st
 
 from lib.contract import EVAL_RESULTS, EVAL_SUMMARY
 from lib.evidence import write_json, write_text
+from lib.model_card import base_model, render_model_card
 from lib.printable import escape_char, is_hidden, visible
 from lib.report import card_html, changed_html, examples_html, text_html
 from lib.results import build_results, render_evaluation_summary, score_items
 from lib.summary import render_failure_analysis, render_summary
 from lib.verify import consistency, first_difference, same_text
+from tests.test_lora import lora_facts, lora_params
 from tests.test_summary import completed_facts, preflight_failed_facts
 
 # What breaks a line in some reader, or does not show: C0 and C1 controls, DEL, the separators, format characters.
@@ -105,6 +108,31 @@ def test_the_completed_card_shows_every_character(model, folder):
     facts = {**completed_facts(), "model": model, "run_folder": folder}
     page = card_html(facts, None)
     assert not any(is_hidden(char) for char in page if char != "\n")
+
+
+def model_card_with(model: str, folder: str, hardware: str, data: str) -> str:
+    facts = {**lora_facts(), "model": model, "run_folder": folder, "hardware": hardware}
+    facts["data"] = {**facts["data"], "files": {key: {**entry, "path": f"data/{data}.jsonl"}
+                                                for key, entry in facts["data"]["files"].items()}}
+    return render_model_card(facts, lora_params())
+
+
+@given(model=TEXT, folder=NONEMPTY, hardware=TEXT, data=NONEMPTY)
+def test_the_model_card_round_trips_any_text(model, folder, hardware, data):
+    """A model card holds the model's name, the run folder, the hardware and the data files' names: whatever they
+    hold, the card shows every character, adds no line, and the verifier reads back what was written."""
+    card = model_card_with(model, folder, hardware, data)
+    assert not any(is_hidden(char) for char in card if char != "\n")
+    if base_model(model) is None:  # a known base model adds its lines (tests/test_lora.py)
+        assert card.count("\n") == model_card_with("m", "f", "h", "d").count("\n")
+    snippet = card.split("```python\n")[1].split("```")[0]
+    folder_line = next(line for line in snippet.splitlines() if line.startswith("folder = "))
+    assert ast.parse(folder_line).body[0].value.value == f"submission_runs/{folder}/checkpoints/final"  # the same name
+    with tempfile.TemporaryDirectory() as tmp:
+        write_text(Path(tmp) / "README.md", card)
+        problems = []
+        same_text(Path(tmp), "README.md", card, problems)
+        assert problems == []
 
 
 @given(TEXT)
