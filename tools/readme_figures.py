@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     if facts.get("model") != "embedded" or facts["status"] != "completed":
         raise SystemExit(f"{args.run_dir} is not a completed demo run (model {facts.get('model')!r}, "
                          f"{facts['status']})")
-    README.write_text(replace_block(README.read_text(encoding="utf-8"), demo_figures(facts)), encoding="utf-8")
+    README.write_text(replace_block(README.read_text(encoding="utf-8"), demo_figures(facts)), encoding="utf-8",
+                      newline="\n")
     screenshot(args.run_dir, SCREENSHOT)
     SCREENSHOT_FACTS.write_text(json.dumps({"outcome": outcome_line(facts)}, indent=2) + "\n", encoding="utf-8")
     print(f"README.md and {SCREENSHOT.relative_to(REPO_ROOT)} now show {args.run_dir}")
