@@ -4,6 +4,8 @@ evidence core needs no torch."""
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 import re
 import subprocess
 import sys
@@ -150,3 +152,15 @@ def test_the_verifier_imports_neither_torch_nor_transformers(tmp_path):
     assert done.returncode == 1 and "FAILED" in done.stdout, done.stdout + done.stderr[-2000:]
     assert "lib.verify" in modules or "lib.results" in modules  # the walk sees lib's imports at all
     assert not {m.split(".")[0] for m in modules} & set(HEAVY), sorted(m for m in modules if m.split(".")[0] in HEAVY)[:5]
+
+
+def test_every_name_tools_and_bench_scripts_import_from_lib_exists():
+    """tools/ and bench/ are run by hand, rarely: a renamed module or function of lib/ (or tools/) they import must
+    fail here, not on the day someone runs them."""
+    for path in sorted([*(REPO_ROOT / "tools").glob("*.py"), *(REPO_ROOT / "bench").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("lib", "tools", "tests"):
+                module = importlib.import_module(node.module)
+                missing = [a.name for a in node.names if not hasattr(module, a.name) and not (
+                    hasattr(module, "__path__") and importlib.util.find_spec(f"{node.module}.{a.name}"))]
+                assert not missing, f"{path.relative_to(REPO_ROOT)}: {node.module} has no {missing}"

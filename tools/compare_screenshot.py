@@ -6,7 +6,7 @@
 Without run folders it makes two with the main command, into submission_runs/compare-screenshot-<time>-A and -B
 (scratch, ignored by git): the embedded demo cut to 200 steps (run A) and to 800 (run B), so that the runs
 differ in one parameter and the paired test has a difference to judge. The page goes to
-build/compare-screenshot/<time>/. Needs Debian's chromium and chromium-driver (tests/browser.py).
+build/compare-screenshot/<time>/. Needs Debian's chromium and chromium-driver (tools/browser.py).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 from lib.compare import HTML_NAME
 from lib.config import REPO_ROOT
 from lib.run_folder import RUNS
-from tests.browser import CHROMEDRIVER, CHROMIUM, FIRST_SCREEN, start_browser
+from tools.browser import CHROMEDRIVER, CHROMIUM, start_browser
 
 SCRATCH = REPO_ROOT / "build" / "compare-screenshot"
 PICTURE = REPO_ROOT / "docs" / "compare.png"
-WIDTH = 1400
+WIDTH, HEIGHT = 1400, 1000  # the first screen, as the report's tests and tools/readme_figures.py take it
 OVERRIDES = {"A": ["-p", "max_steps=200"], "B": ["-p", "max_steps=800"]}  # on the embedded profile (params/embedded.yaml)
 
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     driver = start_browser()
     try:
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": WIDTH, "height": FIRST_SCREEN, "deviceScaleFactor": 1, "mobile": False})
+                               {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
         driver.get((out / HTML_NAME).as_uri())
         PICTURE.write_bytes(driver.get_screenshot_as_png())
     finally:
