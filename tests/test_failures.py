@@ -244,6 +244,18 @@ def used_run_folder(tmp_path: Path) -> tuple[Path, dict]:
     return run_dir, {p.name: p.read_bytes() for p in run_dir.iterdir()}
 
 
+def test_a_notebook_written_into_one_folder_with_its_evidence_in_another_is_refused_before_anything(tmp_path):
+    """The design card's slip: papermill writes run.ipynb into one folder while run_dir names another. Nothing is
+    claimed, and the message gives the command that names the folder both ways."""
+    notebook_dir, evidence_dir = tmp_path / "notebook-here", tmp_path / "evidence-there"
+    notebook_dir.mkdir()
+    done = papermill_command(evidence_dir, embedded(), mkdir=False, output=notebook_dir / "run.ipynb")
+    assert done.returncode != 0
+    assert f"papermill writes this notebook to {notebook_dir / 'run.ipynb'}, but parameter 'run_dir' is" in done.stderr
+    assert f"-p run_dir {notebook_dir.as_posix()}" in done.stderr, done.stderr[-2000:]
+    assert not evidence_dir.exists() and sorted(p.name for p in notebook_dir.iterdir()) == ["run.ipynb"]
+
+
 def test_main_command_refuses_a_used_run_folder_and_leaves_it_untouched(tmp_path):
     run_dir, before = used_run_folder(tmp_path)
     done = subprocess.run(
