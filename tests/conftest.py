@@ -179,6 +179,15 @@ def _build_demo(folder: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
+@pytest.fixture
+def official_folder(tmp_path_factory, worker_id):
+    """The repository's own submission_runs/m44_v1, held by one test at a time across the pytest-xdist processes:
+    one test writes papermill's notebook into it (and cleans up), another asserts it untouched."""
+    base = tmp_path_factory.getbasetemp()
+    with FileLock(str((base if worker_id == "master" else base.parent) / "official-folder.lock")):
+        yield REPO_ROOT / "submission_runs" / "m44_v1"
+
+
 @pytest.fixture(scope="session")
 def demo_run(shared_run) -> tuple[Path, str]:
     """The real embedded-default run that every test reading a demo reads: (its folder, what it printed)."""

@@ -183,11 +183,12 @@ def test_a_writer_the_checker_disagrees_with_leaves_a_completed_run_that_says_so
     assert [p for p in verify(run_dir) if "evaluation_summary.md" in p]  # lib.verify still names it
 
 
-def test_the_design_cards_command_is_refused_until_rehearsed_and_the_waiver_is_documented(tmp_path, monkeypatch):
+def test_the_design_cards_command_is_refused_until_rehearsed_and_the_waiver_is_documented(tmp_path, monkeypatch,
+                                                                                          official_folder):
     """The design card's command with the notebook's own defaults, on this machine (no GPU, no rehearsal): refused
     before anything is claimed, the folder left usable; then with the waiver, a documented pre-flight failure."""
     no_hub_credentials(monkeypatch, tmp_path)
-    run_dir = REPO_ROOT / "submission_runs" / "m44_v1"
+    run_dir = official_folder
     assert sorted(p.name for p in run_dir.iterdir()) == [".gitkeep"], "the official folder must be unused"
     before = describe_repository()
     card = [sys.executable, "-m", "papermill", "notebooks/m44.ipynb", "submission_runs/m44_v1/run.ipynb"]

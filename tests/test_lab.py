@@ -86,7 +86,7 @@ def official_state() -> list[tuple[str, int]]:
 
 
 @pytest.mark.parametrize("sign", ["JPY_SESSION_NAME", "__vsc_ipynb_file__", LAB_MARKER])
-def test_an_interactive_kernel_never_claims_an_official_folder(namespace, monkeypatch, sign):
+def test_an_interactive_kernel_never_claims_an_official_folder(namespace, monkeypatch, sign, official_folder):
     del namespace[LAB_MARKER]
     if sign == "JPY_SESSION_NAME":  # what a Jupyter server (JupyterLab, Notebook) puts in its kernels' environment
         monkeypatch.setenv("JPY_SESSION_NAME", str(REPO_ROOT / "notebooks" / "m44.ipynb"))
@@ -470,7 +470,7 @@ def kernel(lab):
 
 
 @pytest.mark.notebook
-def test_stepping_through_in_jupyterlab_re_running_evaluation_with_a_changed_parameter(lab, kernel):
+def test_stepping_through_in_jupyterlab_re_running_evaluation_with_a_changed_parameter(lab, kernel, official_folder):
     """The cells in order, a save while training runs, evaluation again with max_new_tokens changed, the report."""
     before = repository_state(lab.run_dir)
     first = kernel.index("Run.start(globals())")

@@ -56,7 +56,8 @@ def official_state() -> list[tuple[str, int]]:
     return sorted((p.name, p.stat().st_mtime_ns) for p in [OFFICIAL_DIR, *OFFICIAL_DIR.iterdir()])
 
 
-def test_rehearsal_of_the_official_run_names_the_missing_gpu_and_credentials_and_nothing_else(tmp_path):
+def test_rehearsal_of_the_official_run_names_the_missing_gpu_and_credentials_and_nothing_else(tmp_path,
+                                                                                             official_folder):
     before = official_state()
     done = launch("--preflight-only", env=no_credentials(tmp_path))
     try:
