@@ -44,7 +44,7 @@ from lib.contract import (
 from lib.evidence import write_json, write_text
 from lib.execute import new_run_dir
 from lib.plots import plot_loss_overlay
-from lib.printable import one_line, visible
+from lib.printable import folded_pre, one_line, visible
 from lib.rehearsal import RECORD as REHEARSAL
 from lib.results import COMPARED, MODELS, percent, points, rate
 from lib.run_folder import TOKEN_ENV
@@ -72,7 +72,6 @@ SECTIONS = {  # name -> (heading, the files its values come from)
 }
 GROUPS = ("category", "difficulty")
 EXAMPLES = 6  # items shown whole where the two trained models disagree; compare.json lists every one
-EXAMPLE_CHARS = 400  # longer outputs are folded on the page
 # A file a part of a run folder cannot be read as expected (hand-edited, or another version's): that part is
 # stated as not comparable, and the rest of the comparison goes on.
 MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
@@ -744,10 +743,10 @@ def example_html(d: dict) -> str:
     head = " · ".join(esc(str(d[k])) for k in ("section", "category", "difficulty"))
     outputs = "".join(
         f'<div><p class="m44-label">run {label}: {verdict_html(t)}; extracted {extracted_html(t)}, '
-        f'format {"ok" if t["format_ok"] else "wrong"}, {t["tokens"]} tokens</p>{pre_html(t["output"])}</div>'
+        f'format {"ok" if t["format_ok"] else "wrong"}, {t["tokens"]} tokens</p>{folded_pre(t["output"])}</div>'
         for label, t in ((label, d[label]) for label in LABELS))
     return (f'<article class="m44-example"><p class="m44-label"><b>{esc(d["id"])}</b> · {esc(d["why"])} · {head} · '
-            f"expected <code>{esc(one_line(d['expected_answer']))}</code></p>{pre_html(d['prompt'], 'm44-prompt')}"
+            f"expected <code>{esc(one_line(d['expected_answer']))}</code></p>{folded_pre(d['prompt'], 'm44-prompt')}"
             f'<div class="m44-pair">{outputs}</div></article>')
 
 
@@ -761,17 +760,6 @@ def extracted_html(scored: dict) -> str:
         return "nothing"
     text = one_line(scored["extracted"])
     return f"<code>{esc(text[:60])}</code>" + (f" ({len(text) - 60:,} more characters)" if len(text) > 60 else "")
-
-
-def pre_html(text: str, kind: str = "") -> str:
-    """Text in a <pre>, its non-printing characters escaped; what is past EXAMPLE_CHARS folded."""
-    shown_text = visible(text)
-    attribute = f' class="{kind}"' if kind else ""
-    if len(shown_text) <= EXAMPLE_CHARS:
-        return f"<pre{attribute}>{html.escape(shown_text)}</pre>"
-    return (f"<pre{attribute}>{html.escape(shown_text[:EXAMPLE_CHARS])}</pre><details><summary>"
-            f"{len(shown_text) - EXAMPLE_CHARS:,} more characters</summary><pre{attribute}>"
-            f"{html.escape(shown_text[EXAMPLE_CHARS:])}</pre></details>")
 
 
 def table_html(headers: list[str], rows: list[list[str]], kind: str, caption: str = "") -> str:

@@ -9,6 +9,7 @@ text, in every reader: the only line break left is the newline, and only where t
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 
@@ -17,6 +18,7 @@ import unicodedata
 # Indic scripts need to show as meant, so they are kept.
 HIDDEN_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 KEPT = frozenset("\t\u200c\u200d")
+EXAMPLE_CHARS = 400  # a page shows this many characters of a text, the rest folded; the JSON keeps them whole
 
 
 def escape_char(char: str) -> str:
@@ -65,3 +67,15 @@ def code_span(text: str) -> str:
 def table_cell(text: str) -> str:
     """`text` as the content of one Markdown table cell: one visible line, its pipes escaped."""
     return one_line(text).replace("|", "\\|")
+
+
+def folded_pre(text: str, kind: str = "") -> str:
+    """A model's or a user's text as HTML in a <pre>, hidden characters escaped; what is past EXAMPLE_CHARS folded
+    (details). The report's and the comparison's examples."""
+    shown = visible(text)
+    attribute = f' class="{kind}"' if kind else ""
+    if len(shown) <= EXAMPLE_CHARS:
+        return f"<pre{attribute}>{html.escape(shown)}</pre>"
+    return (f"<pre{attribute}>{html.escape(shown[:EXAMPLE_CHARS])}</pre><details><summary>"
+            f"{len(shown) - EXAMPLE_CHARS:,} more characters</summary><pre{attribute}>"
+            f"{html.escape(shown[EXAMPLE_CHARS:])}</pre></details>")

@@ -34,7 +34,7 @@ from lib.contract import (
     THROUGHPUT_PLOT, TIMELINE_PLOT, TRAINING_METRICS,
 )
 from lib.evidence import read_json
-from lib.printable import one_line, visible
+from lib.printable import EXAMPLE_CHARS, folded_pre, one_line, visible
 from lib.results import (
     SCORECARD_BY, SCORECARD_METRICS, changed_items, ci_text, comparison_rows, example_items, formatted, models_in,
     percent, points, right_or_wrong, scorecard_rows,
@@ -52,7 +52,6 @@ from lib.summary import (
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 CARD_ID = "m44-summary-card"
-EXAMPLE_CHARS = 400  # longer generations are folded after this many characters; the JSON keeps them whole
 STATUS_WORDS = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP"}
 
 # Per training plot: a caption that explains what the figure alone cannot.
@@ -444,24 +443,14 @@ def examples_html(items: list[dict], labels: list[str]) -> str:
             f'<div><p class="m44-label">{label}: <span class="m44-{right_or_wrong(item[label])}">'
             f"{right_or_wrong(item[label])}</span>; extracted {_extracted(item[label])}, "
             f"format {'ok' if item[label]['format_ok'] else 'wrong'}, {item[label]['tokens']} tokens</p>"
-            f"{text_html(item[label]['output'])}</div>"
+            f"{folded_pre(item[label]['output'])}</div>"
             for label in labels)
         blocks.append(
             f'<article class="m44-example"><p class="m44-label"><b>{html.escape(one_line(item["id"]))}</b> · '
             f"{esc(why)} · {head} · expected <code>{html.escape(one_line(item['expected_answer']))}</code></p>"
-            f"{text_html(item['prompt'], 'm44-prompt')}"
+            f"{folded_pre(item['prompt'], 'm44-prompt')}"
             f'<div class="m44-pair">{outputs}</div></article>')
     return "".join(blocks)
-
-
-def text_html(text: str, kind: str = "") -> str:
-    """A model's or a user's text in a <pre>, non-printing characters escaped; what is past EXAMPLE_CHARS folded."""
-    shown = visible(text)
-    attribute = f' class="{kind}"' if kind else ""
-    if len(shown) <= EXAMPLE_CHARS:
-        return f"<pre{attribute}>{esc(shown)}</pre>"
-    return (f"<pre{attribute}>{esc(shown[:EXAMPLE_CHARS])}</pre><details><summary>{len(shown) - EXAMPLE_CHARS:,} "
-            f"more characters</summary><pre{attribute}>{esc(shown[EXAMPLE_CHARS:])}</pre></details>")
 
 
 def manifest_html(files: list[dict]) -> str:

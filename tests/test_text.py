@@ -22,7 +22,8 @@ from lib.contract import EVAL_RESULTS, EVAL_SUMMARY
 from lib.evidence import write_json, write_text
 from lib.model_card import base_model, render_model_card
 from lib.printable import escape_char, is_hidden, visible
-from lib.report import card_html, changed_html, examples_html, text_html
+from lib.printable import folded_pre
+from lib.report import card_html, changed_html, examples_html
 from lib.results import build_results, render_evaluation_summary, score_items
 from lib.summary import render_failure_analysis, render_summary
 from lib.verify import consistency, first_difference, same_text
@@ -157,5 +158,5 @@ def test_a_difference_is_shown_where_it_is(a, b):
 
 def test_a_carriage_return_in_a_generation_is_shown_escaped_and_verified():
     """The case that marked a completed run FAILED: the untrained model generated a carriage return."""
-    html = text_html("<reasoning>4\r2</reasoning>")
+    html = folded_pre("<reasoning>4\r2</reasoning>")
     assert "4\\r2" in html and "\r" not in html
