@@ -56,6 +56,30 @@ def pytest_xdist_make_scheduler(config, log):
     return FilesAndSpreadTests(config, log)
 
 
+def _repository_status() -> set[str]:
+    done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, encoding="utf-8")
+    return set(done.stdout.splitlines()) if done.returncode == 0 else set()
+
+
+def pytest_sessionstart(session):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        session.config.stash[_REPOSITORY] = _repository_status()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite leaves the repository as it found it: a file a test wrote outside its run folders fails it."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or _REPOSITORY not in session.config.stash:
+        return
+    left = sorted(_repository_status() - session.config.stash[_REPOSITORY])
+    if left:
+        print("\nThe tests changed the repository (git status):\n  " + "\n  ".join(left), file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_REPOSITORY = pytest.StashKey[set]()
+
+
 def profile(name: str) -> dict:
     return yaml.safe_load((REPO_ROOT / "params" / f"{name}.yaml").read_text(encoding="utf-8"))
 
@@ -88,15 +112,17 @@ def with_fault(fault: str, env: dict | None = None) -> dict:
 
 
 def papermill_command(run_dir: Path, params: dict, *, env: dict | None = None, mkdir: bool = True,
-                      output: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+                      output: Path | None = None, params_file: Path | None = None,
+                      timeout: int = 900) -> subprocess.CompletedProcess:
     """The README's papermill command: the notebook into RUN_DIR/run.ipynb with the parameters of a YAML file.
 
-    `params` are written to a file beside the folder (never in it) and passed with -f; run_dir is set to RUN_DIR.
+    `params` are written to `params_file` (default: beside the folder, never in it) and passed with -f; run_dir is
+    set to RUN_DIR.
     Returns the finished command: exit status 0 for a completed run, 1 for a documented failure or a refusal.
     """
     if mkdir:
         run_dir.mkdir(parents=True, exist_ok=True)
-    params_file = run_dir.with_name(f"{run_dir.name}-params.yaml")
+    params_file = params_file or run_dir.with_name(f"{run_dir.name}-params.yaml")
     params_file.write_text(yaml.safe_dump({**params, "run_dir": str(run_dir)}, allow_unicode=True), encoding="utf-8")
     return subprocess.run(
         [sys.executable, "-m", "papermill", "notebooks/m44.ipynb", str(output or run_dir / "run.ipynb"),

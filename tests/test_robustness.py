@@ -178,10 +178,10 @@ def test_a_run_folder_inside_the_projects_own_folders_is_refused(inside):
 
 def test_the_notebook_refuses_a_run_folder_inside_lib(tmp_path):
     done = papermill_command(REPO_ROOT / "lib" / "run-here", profile("embedded"), mkdir=False,
-                             output=tmp_path / "run.ipynb")
+                             output=tmp_path / "run.ipynb", params_file=tmp_path / "params.yaml")
     assert done.returncode != 0 and "REFUSED: parameter 'run_dir'" in done.stderr, done.stderr[-2000:]
     assert "inside the repository but not under submission_runs" in done.stderr
-    assert not (REPO_ROOT / "lib" / "run-here").exists()
+    assert not (REPO_ROOT / "lib" / "run-here").exists() and not (REPO_ROOT / "lib" / "run-here-params.yaml").exists()
 
 
 # --- 8. messages that name the file, line or parameter, and what to do -----------------------
