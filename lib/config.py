@@ -48,7 +48,8 @@ class RunConfig:
     model_name: str = "google/gemma-2b"
     device: Literal["cuda", "cpu"] = "cuda"
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
-    # on the CPU, "portable" gives the same numbers on every x86-64 machine (one thread, AVX2 kernels: slower);
+    # on the CPU, "portable" gives the same numbers on other x86-64 machines (one thread, AVX2 kernels, MKL's
+    # compatible path: slower);
     # "native" uses this machine's threads and kernels (lib/launcher.py, PORTABLE_CPU)
     cpu_numerics: Literal["native", "portable"] = "native"
     attn_implementation: Literal["eager", "sdpa"] = "eager"

@@ -48,9 +48,11 @@ WINDOWS = sys.platform == "win32"
 STOP_SIGNALS = ("SIGTERM", "SIGBREAK")
 # What makes a CPU run's numbers the same on every x86-64 machine (parameter cpu_numerics: portable). One thread:
 # torch splits its reductions (a norm's weight gradient over the tokens, say) by the thread count, so two threads
-# round differently from one. The AVX2 kernels, of torch (ATEN_CPU_CAPABILITY) and of MKL's GEMM (MKL_CBWR), on
-# every CPU that has them: an AVX-512 or AMX machine would otherwise accumulate in another order.
-PORTABLE_CPU = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+# round differently from one. torch's AVX2 kernels (ATEN_CPU_CAPABILITY), so that an AVX-512 or AMX machine does
+# not accumulate in another order. MKL's compatible path (MKL_CBWR=COMPATIBLE, SSE2), the mode Intel documents for
+# the same results on Intel and other CPUs: with MKL_CBWR=AVX2 the demo ended at another loss and format rate on an
+# Intel Xeon (AMX) than on an AMD EPYC (docs/ARCHITECTURE.md). The price: training about 1.7x slower.
+PORTABLE_CPU = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"}
 # Windows' exit codes for a process that crashed or was stopped (NTSTATUS values), in words.
 WINDOWS_EXITS = {
     0xC0000005: "an access violation (a crash in native code)",

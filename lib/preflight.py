@@ -259,8 +259,9 @@ def check_cpu_numerics(cfg: RunConfig) -> CheckResult:
     if capability not in ("AVX2", "AVX512"):  # not an x86-64 CPU with AVX2
         return CheckResult("CPU numerics", "warn", f"portable asked for, but this CPU has no AVX2 ({capability}): the "
                            "workers run its own kernels, and its numbers may differ from other machines'", {})
-    return CheckResult("CPU numerics", "pass", "portable: the workers run one thread and the AVX2 kernels (this CPU: "
-                       f"{capability}), so any x86-64 machine with AVX2 gives the same numbers", {})
+    return CheckResult("CPU numerics", "pass", "portable: the workers run one thread, torch's AVX2 kernels (this CPU: "
+                       f"{capability}) and MKL's compatible path, so that other x86-64 machines give the same numbers",
+                       {})
 
 
 def check_quantization(cfg: RunConfig) -> str:

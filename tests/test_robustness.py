@@ -106,11 +106,13 @@ def test_another_run_starting_beside_this_one_does_not_fail_its_repository_guard
         one = subprocess.Popen([sys.executable, "-m", "lib.execute", "--params", EMBEDDED, *SHORT,
                                 "--run-dir", str(first)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, encoding="utf-8")
+        read = []
         for line in one.stdout:  # the first run is past its start-of-run snapshot of the repository
+            read.append(line)
             if line.startswith("M44.0 pre-flight: running"):
                 break
         else:
-            raise AssertionError("the first run never started pre-flight")
+            raise AssertionError("the first run never started pre-flight:\n" + "".join(read)[-3000:])
         other = launch("--params", EMBEDDED, *FAILS_FAST, "--run-dir", str(second))
         rest, _ = one.communicate(timeout=900)
         assert other.returncode == 1 and facts(second)["failed"]["name"] == "preflight"
