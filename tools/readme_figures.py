@@ -46,7 +46,7 @@ def numerics_probe() -> str:
     """Three AdamW steps of the embedded model from seeded weights, hashed: its kernels, as a demo's worker runs them."""
     import torch
 
-    from lib.model_builder import init_model, read_config, model_config_path
+    from lib.model_builder import init_model, model_config_path, read_config
 
     config = read_config(model_config_path("embedded"))
     model = init_model(config, 0, torch.float32)
@@ -67,7 +67,7 @@ def numerics_fingerprint() -> str:
     done = subprocess.run([sys.executable, "-m", "tools.readme_figures", "--probe"], cwd=REPO_ROOT,
                           env={**os.environ, **PORTABLE_CPU}, capture_output=True, text=True, encoding="utf-8",
                           check=True, timeout=600)
-    return done.stdout.strip()
+    return done.stdout.split()[-1]  # the last word: the hash, whatever a library printed before it
 
 
 def demo_figures(facts: dict, fingerprint: str) -> str:
