@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import html
 import io
 import json
 import sys
@@ -44,7 +43,7 @@ from lib.contract import (
 from lib.evidence import write_json, write_text
 from lib.execute import new_run_dir
 from lib.plots import plot_loss_overlay
-from lib.printable import folded_pre, one_line, visible
+from lib.printable import esc, folded_pre, one_line
 from lib.rehearsal import RECORD as REHEARSAL
 from lib.results import COMPARED, MODELS, percent, points, rate
 from lib.run_folder import TOKEN_ENV
@@ -587,10 +586,6 @@ def render_text(facts: dict, out: str) -> str:
     lines.append(paired_line(facts))
     lines.append(f"Written: {out}")
     return "\n".join(lines) + "\n"
-
-
-def esc(text: str) -> str:
-    return html.escape(visible(text))
 
 
 def render_html(facts: dict, stylesheet: str) -> str:

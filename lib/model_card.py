@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from lib.contract import ADAPTER_CONFIG, ADAPTER_WEIGHTS, FINAL_MODEL, MERGED_MODEL
-from lib.printable import escape_char, is_hidden, one_line
+from lib.printable import one_line
 from lib.results import COMPARED, MODELS, ROW_NAMES, percent, points
 from lib.stats import wilson_interval
 from lib.summary import data_files, file_name, finetune_text
@@ -247,4 +247,4 @@ def base_source(facts: dict) -> tuple[list[str], str, str]:
 def python_text(text: str) -> str:
     """A Python string literal of `text` (JSON's escapes are Python's), its hidden characters (a zero-width space,
     a direction override, an unassigned code point) escaped too: any folder name is safe, and shown, in the snippet."""
-    return "".join(escape_char(char) if is_hidden(char) else char for char in json.dumps(text, ensure_ascii=False))
+    return one_line(json.dumps(text, ensure_ascii=False))  # JSON leaves no newline for one_line to escape

@@ -69,6 +69,11 @@ def table_cell(text: str) -> str:
     return one_line(text).replace("|", "\\|")
 
 
+def esc(text: str) -> str:
+    """Text for HTML: escaped for the markup, and its hidden characters shown escaped."""
+    return html.escape(visible(text))
+
+
 def folded_pre(text: str, kind: str = "") -> str:
     """A model's or a user's text as HTML in a <pre>, hidden characters escaped; what is past EXAMPLE_CHARS folded
     (details). The report's and the comparison's examples."""

@@ -34,7 +34,7 @@ from lib.contract import (
     THROUGHPUT_PLOT, TIMELINE_PLOT, TRAINING_METRICS,
 )
 from lib.evidence import read_json
-from lib.printable import EXAMPLE_CHARS, folded_pre, one_line, visible
+from lib.printable import EXAMPLE_CHARS, esc, folded_pre, one_line
 from lib.results import (
     SCORECARD_BY, SCORECARD_METRICS, changed_items, ci_text, comparison_rows, example_items, formatted, models_in,
     percent, points, right_or_wrong, scorecard_rows,
@@ -87,11 +87,6 @@ def never_fails(show):
             return None
 
     return safe
-
-
-def esc(text: str) -> str:
-    """Text for HTML: escaped for the markup, and its non-printing characters shown escaped (lib/printable.py)."""
-    return html.escape(visible(text))
 
 
 def _show(html_text: str, plain: str, **kwargs) -> None:

@@ -150,14 +150,20 @@ def copy_run(source: Path, target: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_run(tmp_path_factory, worker_id) -> Callable[[str, Callable[[Path], None]], Path]:
+def session_folder(tmp_path_factory, worker_id) -> Path:
+    """The folder every pytest-xdist process of this session shares (the base of their own tmp folders)."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+@pytest.fixture(scope="session")
+def shared_run(session_folder) -> Callable[[str, Callable[[Path], None]], Path]:
     """`shared_run(name, build)`: the folder `build(folder)` made, built once per session for every process.
 
     The session's base folder is shared by the pytest-xdist processes; the first to ask builds under a file
     lock, the others wait and reuse it. A build that raised is not marked done, and the next asker retries.
     """
-    base = tmp_path_factory.getbasetemp()
-    root = (base if worker_id == "master" else base.parent) / "shared-runs"
+    root = session_folder / "shared-runs"
     root.mkdir(exist_ok=True)
 
     def get(name: str, build: Callable[[Path], None]) -> Path:
@@ -206,11 +212,10 @@ def _build_demo(folder: Path) -> None:
 
 
 @pytest.fixture
-def official_folder(tmp_path_factory, worker_id):
+def official_folder(session_folder):
     """The repository's own submission_runs/m44_v1, held by one test at a time across the pytest-xdist processes:
     one test writes papermill's notebook into it (and cleans up), another asserts it untouched."""
-    base = tmp_path_factory.getbasetemp()
-    with FileLock(str((base if worker_id == "master" else base.parent) / "official-folder.lock")):
+    with FileLock(str(session_folder / "official-folder.lock")):
         yield REPO_ROOT / "submission_runs" / "m44_v1"
 
 

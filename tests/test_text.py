@@ -21,8 +21,7 @@ from hypothesis import given, strategies as st
 from lib.contract import EVAL_RESULTS, EVAL_SUMMARY
 from lib.evidence import write_json, write_text
 from lib.model_card import base_model, render_model_card
-from lib.printable import escape_char, is_hidden, visible
-from lib.printable import folded_pre
+from lib.printable import escape_char, folded_pre, is_hidden, visible
 from lib.report import card_html, changed_html, examples_html
 from lib.results import build_results, render_evaluation_summary, score_items
 from lib.summary import render_failure_analysis, render_summary

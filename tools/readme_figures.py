@@ -101,7 +101,7 @@ def replace_block(text: str, block: str) -> str:
 
 def readme_fingerprint(text: str) -> str | None:
     """The fingerprint the README's figures were generated under."""
-    head, _, tail = readme_block(text).partition(FINGERPRINT.split("{}")[0])
+    _, _, tail = readme_block(text).partition(FINGERPRINT.split("{}")[0])
     return tail.split(" ", 1)[0] if tail else None
 
 
