@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoConfig, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from lib.config import LORA_ALL_LINEAR, RunConfig
 from lib.contract import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+# peft is imported where an adapter is made or loaded, not here: every process of the run imports this module
+# (through lib.model_loading), and importing peft costs each one about 1.5 s that a full fine-tune never uses
+# (docs/BENCHMARKS.md, "Starting a run's processes"). tests/test_architecture.py keeps it so.
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
 
 # QLoRA's quantization: NF4 (the QLoRA paper's, Dettmers et al. 2023; TRL's ModelConfig default too) with the
 # paper's double quantization (the constants quantized as well: ~0.4 bit a parameter less; TRL leaves it off).
@@ -42,6 +49,8 @@ def quantization_config(cfg: RunConfig) -> BitsAndBytesConfig | None:
 
 def adapter_config(cfg: RunConfig, added_rows: list[int]) -> LoraConfig:
     """peft's LoraConfig from the run's lora_* parameters; `added_rows` are trained and saved as tokens."""
+    from peft import LoraConfig
+
     targets = cfg.lora_target_modules
     return LoraConfig(
         task_type="CAUSAL_LM",
@@ -67,6 +76,8 @@ def add_adapter(model: PreTrainedModel, cfg: RunConfig, rows: list[int]) -> Peft
     and embeddings in float32 for stable training), without gradient checkpointing: no mode of the run
     recomputes activations, and the memory estimate (lib/resources.py) counts them kept.
     """
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
     if cfg.finetune == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return get_peft_model(model, adapter_config(cfg, rows))
@@ -74,7 +85,8 @@ def add_adapter(model: PreTrainedModel, cfg: RunConfig, rows: list[int]) -> Peft
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, all) parameters, each tensor once; peft counts a 4-bit tensor as the parameters it packs."""
-    if isinstance(model, PeftModel):
+    peft = sys.modules.get("peft")  # a PeftModel exists only once peft is imported
+    if peft is not None and isinstance(model, peft.PeftModel):
         return model.get_nb_trainable_parameters()
     return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
 
@@ -101,6 +113,8 @@ def base_of(adapter_dir: str | Path) -> str:
 def apply_adapter(model: PreTrainedModel, adapter_dir: str | Path, cfg: RunConfig) -> PreTrainedModel:
     """The base with the saved adapter applied, for generation: merged into the weights (exact up to rounding, and
     no adapter arithmetic per token), except on QLoRA's 4-bit base, where merging would quantize the update away."""
+    from peft import PeftModel
+
     model = PeftModel.from_pretrained(model, str(adapter_dir))
     return model if cfg.finetune == "qlora" else model.merge_and_unload()
 

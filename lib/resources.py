@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from peft import get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from lib import lora
@@ -205,6 +204,8 @@ def _adapter_terms(model_source: str, cfg: RunConfig, text, tokens: int, added_r
     through peft's trainable tokens, which build the embedding matrix anew at each forward and its dense gradient
     at each backward (TRAINED_TOKEN_COPIES copies).
     """
+    from peft import get_peft_model  # here, as in lib/lora.py: only an adapter run needs peft
+
     config = AutoConfig.from_pretrained(model_source)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)

@@ -28,7 +28,6 @@ import psutil
 from lib.contract import PHASE_ORDER, TELEMETRY, TIMELINE_PLOT
 from lib.evidence import write_text
 from lib.nvml import clock_event_reasons, nvml_status, used_gpus
-from lib.plots import plot_timeline
 from lib.telemetry_summary import parse_telemetry
 
 STOP_TIMEOUT_S = 10.0  # a sample stuck in a driver call is abandoned after this long: the phase does not wait on it
@@ -55,6 +54,8 @@ def sample_system_metrics(phase: str):
 
 def draw_timeline(run_dir: Path) -> None:
     """system_metrics.png from system_metrics.jsonl; not a required file, so an error is printed and the run goes on."""
+    from lib.plots import plot_timeline  # here: matplotlib would cost every worker's start (lib.evaluation imports this)
+
     path = run_dir / TELEMETRY
     try:
         if path.is_file():

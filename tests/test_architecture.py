@@ -1,5 +1,5 @@
 """The code's shape: every module in one layer, imports point down (no cycles), the package imports nothing, and the
-evidence core needs no torch."""
+evidence core needs no torch, and a run's processes start without what they do not use."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from lib.config import REPO_ROOT
 
@@ -152,6 +153,24 @@ def test_the_verifier_imports_neither_torch_nor_transformers(tmp_path):
     assert done.returncode == 1 and "FAILED" in done.stdout, done.stdout + done.stderr[-2000:]
     assert "lib.verify" in modules or "lib.results" in modules  # the walk sees lib's imports at all
     assert not {m.split(".")[0] for m in modules} & set(HEAVY), sorted(m for m in modules if m.split(".")[0] in HEAVY)[:5]
+
+
+# What the run's processes import at their start, each started once or more per run: peft only where an adapter is
+# made or loaded (the Trainer's worker imports it anyway, through transformers), matplotlib only where a plot is
+# drawn. Each costs a process about 1 s (docs/BENCHMARKS.md, "Starting a run's processes").
+STARTS = {
+    "the evaluation worker": ("import lib.evaluation_worker", {"peft", "matplotlib"}),
+    "the notebook's kernel": ("from lib import report, evaluation, preflight, training; import lib.run", {"peft"}),
+}
+
+
+@pytest.mark.parametrize("process", STARTS)
+def test_a_processs_start_imports_nothing_a_full_fine_tune_does_not_use(process):
+    code, unused = STARTS[process]
+    done, modules = imported_by(["-c", code])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "torch" in modules  # the walk sees the third-party imports at all
+    assert not {m.split(".")[0] for m in modules} & unused, sorted(m for m in modules if m.split(".")[0] in unused)[:5]
 
 
 def test_every_name_tools_and_bench_scripts_import_from_lib_exists():
