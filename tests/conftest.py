@@ -244,6 +244,44 @@ def browser():
     driver.quit()
 
 
+# A short completed run through the README's raw papermill command (run.ipynb saved again after the manifest, no
+# run.html): 40 steps, a loss every 10 (a curve of 5 points), 20 eval items, two torch threads (a 2-core machine's
+# default). The verifier's tests damage copies of it, the comparison's run A is this run, and nbval re-runs it on
+# one thread (tests/test_notebook.py).
+SHORT_PAPERMILL = {**profile("embedded"), "max_steps": 40, "eval_limit": 20, "logging_steps": 10}
+
+
+def build_papermill_run(params: dict) -> Callable[[Path], None]:
+    """A `shared_run` build: `params` through the papermill command into FOLDER/run with two torch threads, which
+    must complete. (Runs compared with it are built the same way: the comparison names a differing variable.)"""
+    def build(folder: Path) -> None:
+        done = papermill_command(folder / "run", params, env={**os.environ, "OMP_NUM_THREADS": "2"})
+        assert done.returncode == 0, done.stderr[-3000:]
+    return build
+
+
+@pytest.fixture(scope="session")
+def papermill_run(shared_run) -> Path:
+    """The SHORT_PAPERMILL run, sealed: tests that change it work on a copy."""
+    return shared_run("short-papermill", build_papermill_run(SHORT_PAPERMILL)) / "run"
+
+
+def _build_invalid_parameter(folder: Path) -> None:
+    """papermill with max_steps 0: a documented failure in the parameters phase; what papermill returned and
+    printed is kept beside the folder (done.json)."""
+    done = papermill_command(folder / "run", {**profile("embedded"), "max_steps": 0})
+    saved = {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+    (folder / "done.json").write_text(json.dumps(saved), encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def invalid_parameter_run(shared_run) -> tuple[Path, subprocess.CompletedProcess]:
+    """The run folder of a papermill call with an invalid parameter, and the finished command."""
+    folder = shared_run("invalid-parameter", _build_invalid_parameter)
+    return folder / "run", subprocess.CompletedProcess([], **json.loads((folder / "done.json").read_text(
+        encoding="utf-8")))
+
+
 def _build_preflight_failure(folder: Path) -> None:
     """A documented pre-flight failure through the main command (the eval file does not exist): the quickest
     real run, finished and sealed by lib.execute."""

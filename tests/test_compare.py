@@ -26,20 +26,12 @@ from lib.rehearsal import RECORD as REHEARSAL
 from lib.stats import paired_comparison
 from lib.verify import verify
 from tests.browser import FIRST_SCREEN, WIDTHS, on_first_screen, open_report
-from tests.conftest import copy_run, papermill_command, profile
+from tests.conftest import SHORT_PAPERMILL, build_papermill_run, copy_run
 from tests.test_architecture import imported_by
 
-# Two short embedded runs: 40 steps, 20 eval items, a loss logged every 10 steps (a curve of 5 points).
-SHORT = {**profile("embedded"), "max_steps": 40, "eval_limit": 20, "logging_steps": 10}
+# Run A is the suite's short papermill run (tests/conftest.py: SHORT_PAPERMILL, shared with the verifier's tests).
 CHANGED = {"learning_rate": 0.001}  # run B differs from run A in this parameter alone (A: the profile's 0.003)
 MODIFIED_ITEM = "eval-v2-003"  # among the 20 scored; its expected answer is changed in the modified eval file
-
-
-def _build(params: dict):
-    def build(folder: Path) -> None:
-        done = papermill_command(folder / "run", params)
-        assert done.returncode == 0, done.stderr[-3000:]
-    return build
 
 
 def _build_modified_data(folder: Path) -> None:
@@ -49,17 +41,17 @@ def _build_modified_data(folder: Path) -> None:
     lines[n] = json.dumps({**item, "expected_answer": item["expected_answer"] + "0"}, ensure_ascii=False) + "\n"
     eval_file = folder / "eval_modified.jsonl"
     eval_file.write_text("".join(lines), encoding="utf-8", newline="\n")
-    _build({**SHORT, "eval_file": str(eval_file)})(folder)
+    build_papermill_run({**SHORT_PAPERMILL, "eval_file": str(eval_file)})(folder)
 
 
 @pytest.fixture(scope="module")
-def run_a(shared_run) -> Path:
-    return shared_run("compare-a", _build(SHORT)) / "run"
+def run_a(papermill_run) -> Path:
+    return papermill_run
 
 
 @pytest.fixture(scope="module")
 def run_b(shared_run) -> Path:
-    return shared_run("compare-b", _build({**SHORT, **CHANGED})) / "run"
+    return shared_run("compare-b", build_papermill_run({**SHORT_PAPERMILL, **CHANGED})) / "run"
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +214,7 @@ def test_without_out_the_files_go_to_a_new_folder_under_build_compare(run_a, run
     try:
         assert len(new) == 1
         folder = new.pop()
-        assert folder.name.startswith("compare-a_run-vs-compare-b_run-")  # two folders named run: their parents too
+        assert folder.name.startswith("short-papermill_run-vs-compare-b_run-")  # two folders named run: their parents too
         assert sorted(p.name for p in folder.iterdir()) == [HTML_NAME, JSON_NAME]
         assert f"Written: {folder / HTML_NAME}" in capsys.readouterr().out
     finally:

@@ -89,9 +89,8 @@ def test_every_root_cause_of_a_preflight_failure_is_documented_in_one_run(tmp_pa
     assert metrics["status"] == "skipped" and metrics["history"] == []
 
 
-def test_an_invalid_parameter_is_documented(tmp_path):
-    run_dir = tmp_path / "run"
-    analysis, _ = documented(run_dir, papermill_command(run_dir, embedded(max_steps=0)), "parameters")
+def test_an_invalid_parameter_is_documented(invalid_parameter_run):
+    analysis, _ = documented(*invalid_parameter_run, "parameters")
     assert "parameter 'max_steps' must be >= 1" in analysis.split("\n- **after**")[0]
 
 

@@ -18,30 +18,12 @@ from lib.evidence import write_json, write_manifest, write_text
 from lib.execute import render_html
 from lib.run import Run, RunFailed
 from lib.verify import NotARunFolder, check, main, verify
-from tests.conftest import papermill_command, profile
+from tests.conftest import profile
 from tests.test_evaluation import eval_items, generations
-
-TINY_RUN = {"max_steps": 10, "logging_steps": 5, "max_new_tokens": 24, "eval_limit": 10}
 
 
 def status_of(run_dir: Path) -> str:
     return re.search(r"^- \*\*status\*\*: (.*)$", read(run_dir, "m44_summary.md"), re.M)[1]
-
-
-def _tiny_run(folder: Path) -> None:
-    """The raw papermill flow: run.ipynb is saved again after the manifest; no run.html."""
-    done = papermill_command(folder / "run", {**profile("embedded"), **TINY_RUN})
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-def _invalid_parameter_run(folder: Path) -> None:
-    done = papermill_command(folder / "run", {**profile("embedded"), **TINY_RUN, "max_steps": 0})
-    assert done.returncode != 0 and status_of(folder / "run") == "failed in parameters"
-
-
-@pytest.fixture(scope="module")
-def papermill_run(shared_run) -> Path:
-    return shared_run("tiny-papermill", _tiny_run) / "run"
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +37,10 @@ def executed_run(papermill_run, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def failed_run(shared_run) -> Path:
-    return shared_run("invalid-parameter", _invalid_parameter_run) / "run"
+def failed_run(invalid_parameter_run) -> Path:
+    run_dir, done = invalid_parameter_run
+    assert done.returncode != 0 and status_of(run_dir) == "failed in parameters"
+    return run_dir
 
 
 def copy(source: Path, tmp_path: Path) -> Path:
