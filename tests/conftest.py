@@ -106,7 +106,8 @@ def replace(cfg: RunConfig, **changes) -> RunConfig:
 
 
 def with_fault(fault: str, env: dict | None = None) -> dict:
-    """The environment that injects `fault` (tests/faults/sitecustomize.py) into every process started with it."""
+    """The environment that injects `fault` (tests/faults/sitecustomize.py) into every process started with it;
+    "a,b" injects several at once, so that one run serves the tests of faults that do not interfere."""
     env = dict(os.environ if env is None else env)
     return {**env, "M44_FAULT": fault, "PYTHONPATH": os.pathsep.join(filter(None, [str(FAULTS), env.get("PYTHONPATH")]))}
 
@@ -266,20 +267,44 @@ def papermill_run(shared_run) -> Path:
     return shared_run("short-papermill", build_papermill_run(SHORT_PAPERMILL)) / "run"
 
 
-def _build_invalid_parameter(folder: Path) -> None:
-    """papermill with max_steps 0: a documented failure in the parameters phase; what papermill returned and
-    printed is kept beside the folder (done.json)."""
-    done = papermill_command(folder / "run", {**profile("embedded"), "max_steps": 0})
+def keep_done(folder: Path, done: subprocess.CompletedProcess) -> None:
+    """Keep what a shared run's command returned and printed beside its folder (done.json), for `kept_done`."""
     saved = {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
     (folder / "done.json").write_text(json.dumps(saved), encoding="utf-8")
+
+
+def kept_done(folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.CompletedProcess([], **json.loads((folder / "done.json").read_text(encoding="utf-8")))
+
+
+def _build_invalid_parameter(folder: Path) -> None:
+    """papermill with max_steps 0: a documented failure in the parameters phase."""
+    keep_done(folder, papermill_command(folder / "run", {**profile("embedded"), "max_steps": 0}))
 
 
 @pytest.fixture(scope="session")
 def invalid_parameter_run(shared_run) -> tuple[Path, subprocess.CompletedProcess]:
     """The run folder of a papermill call with an invalid parameter, and the finished command."""
     folder = shared_run("invalid-parameter", _build_invalid_parameter)
-    return folder / "run", subprocess.CompletedProcess([], **json.loads((folder / "done.json").read_text(
-        encoding="utf-8")))
+    return folder / "run", kept_done(folder)
+
+
+# Two faults that leave a completed run and do not interfere, injected into one run that serves the tests of each:
+# every generated output holds a character that breaks a line or does not show (tests/test_failures.py), and the
+# system sampler fails at every reading (tests/test_telemetry.py). 12 steps, 16 eval items, a sample every 0.25 s.
+FAULTY_COMPLETED = {**profile("embedded"), "train_file": "data/dev-reasoning-v2.jsonl", "max_steps": 12,
+                    "logging_steps": 1, "max_new_tokens": 16, "eval_limit": 16, "telemetry_interval_s": 0.25}
+
+
+def _build_faulty_completed(folder: Path) -> None:
+    done = papermill_command(folder / "run", FAULTY_COMPLETED, env=with_fault("strange_generations,sampler_error"))
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def faulty_completed_run(shared_run) -> Path:
+    """The FAULTY_COMPLETED run, sealed: tests that change it work on a copy."""
+    return shared_run("faulty-completed", _build_faulty_completed) / "run"
 
 
 def _build_preflight_failure(folder: Path) -> None:

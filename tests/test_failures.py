@@ -22,7 +22,7 @@ from lib.contract import REQUIRED_ALWAYS, REQUIRED_ON_FAILURE, REQUIRED_ON_SUCCE
 from lib.evidence import sha256_file
 from lib.repository import SCRATCH, describe_repository
 from lib.verify import verify
-from tests.conftest import papermill_command, profile, with_fault
+from tests.conftest import keep_done, kept_done, papermill_command, profile, with_fault
 
 pytestmark = pytest.mark.notebook
 SHORT_RUN = {
@@ -73,13 +73,28 @@ def documented(run_dir: Path, done, phase: str) -> tuple[str, str]:
     return analysis, summary
 
 
-def test_every_root_cause_of_a_preflight_failure_is_documented_in_one_run(tmp_path, monkeypatch):
-    """Four setup errors at once: pre-flight names each as a root cause (one run serves the four cases)."""
-    no_hub_credentials(monkeypatch, tmp_path)
-    run_dir = tmp_path / "run"
+def _build_preflight_root_causes(folder: Path) -> None:
+    """Four setup errors at once (no hub credentials, a GPU this torch build cannot run, a missing eval file, a
+    malformed training file), and every display of the notebook raising: the faults do not interfere, so one run
+    serves the root-cause test and the failed-run case of the display test."""
+    env = with_fault("unsupported_gpu,display_error")
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        env.pop(name, None)
+    env.update(HF_HOME=str(folder / "hf_home"), HF_HUB_OFFLINE="1")  # no stored token, no cached model, no network
     params = embedded(model_name="google/gemma-2b", device="cuda", dtype="bfloat16",
-                      train_file=malformed_copy(tmp_path), eval_file="data/no-such-eval.jsonl")
-    done = papermill_command(run_dir, params, env=with_fault("unsupported_gpu"))
+                      train_file=malformed_copy(folder), eval_file="data/no-such-eval.jsonl")
+    keep_done(folder, papermill_command(folder / "run", params, env=env))
+
+
+@pytest.fixture
+def preflight_root_causes(shared_run) -> tuple[Path, subprocess.CompletedProcess]:
+    folder = shared_run("preflight-root-causes", _build_preflight_root_causes)
+    return folder / "run", kept_done(folder)
+
+
+def test_every_root_cause_of_a_preflight_failure_is_documented_in_one_run(preflight_root_causes):
+    """Four setup errors at once: pre-flight names each as a root cause (one run serves the four cases)."""
+    run_dir, done = preflight_root_causes
     analysis, _ = documented(run_dir, done, "preflight")
     causes = analysis.split("## Root cause")[1].split("## Not done")[0]
     for cause in ("no Hugging Face credentials", "sm_120, which this torch build", "no-such-eval.jsonl",
@@ -124,14 +139,8 @@ def test_a_failure_while_working_is_documented(tmp_path, fault, phase, cause):
         assert metrics["status"] == "completed"
 
 
-@pytest.mark.parametrize("params, completes", [
-    ({"max_steps": 6, "logging_steps": 3, "max_new_tokens": 8}, True),
-    ({"eval_file": "data/no-such-eval.jsonl"}, False),
-], ids=["completed run", "failed run"])
-def test_a_failing_display_changes_nothing_about_the_run(tmp_path, params, completes):
-    """Every display the notebook makes raises: the run ends as it would have, its evidence complete."""
-    run_dir = tmp_path / "run"
-    done = papermill_command(run_dir, {**profile("embedded"), **params}, env=with_fault("display_error"))
+def display_failed_and_nothing_else(run_dir: Path, done: subprocess.CompletedProcess, completes: bool) -> None:
+    """Every display the notebook made raised: the run ended as it would have, its evidence complete."""
     assert (done.returncode == 0) is completes, done.stderr[-2000:]
     names = {p.name for p in run_dir.iterdir()}
     assert set(REQUIRED_ALWAYS + (REQUIRED_ON_SUCCESS if completes else REQUIRED_ON_FAILURE)) <= names
@@ -144,12 +153,21 @@ def test_a_failing_display_changes_nothing_about_the_run(tmp_path, params, compl
     assert "display failed (injected by the test)" in (run_dir / "run.ipynb").read_text(encoding="utf-8")
 
 
-def test_generations_holding_any_character_are_kept_exactly_shown_escaped_and_verified(tmp_path):
-    """The untrained model of a real run generated a carriage return, and the run was marked FAILED by its own
-    verifier. Here every output holds one of the characters that break a line somewhere or do not show."""
+def test_a_failing_display_changes_nothing_about_a_completed_run(tmp_path):
     run_dir = tmp_path / "run"
-    done = papermill_command(run_dir, embedded(eval_limit=16), env=with_fault("strange_generations"))
-    assert done.returncode == 0, done.stderr[-3000:]
+    params = {**profile("embedded"), "max_steps": 6, "logging_steps": 3, "max_new_tokens": 8}
+    display_failed_and_nothing_else(run_dir, papermill_command(run_dir, params, env=with_fault("display_error")), True)
+
+
+def test_a_failing_display_changes_nothing_about_a_failed_run(preflight_root_causes):
+    display_failed_and_nothing_else(*preflight_root_causes, False)
+
+
+def test_generations_holding_any_character_are_kept_exactly_shown_escaped_and_verified(faulty_completed_run):
+    """The untrained model of a real run generated a carriage return, and the run was marked FAILED by its own
+    verifier. Here every output holds one of the characters that break a line somewhere or do not show (the run's
+    system sampler fails too: tests/conftest.py, FAULTY_COMPLETED)."""
+    run_dir = faulty_completed_run
     assert verify(run_dir) == []
     items = json.loads((run_dir / "evaluation_results.json").read_text(encoding="utf-8"))["items"]
     strange = ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\x00", "\ufffd", "\u202e"]

@@ -318,10 +318,9 @@ SHORT_RUN = {"max_steps": 12, "logging_steps": 1, "max_new_tokens": 16, "eval_li
 
 
 @pytest.mark.notebook
-def test_a_sampler_failing_at_every_reading_does_not_fail_the_run(tmp_path):
-    run_dir = tmp_path / "run"
-    done = papermill_command(run_dir, {**profile("embedded"), **SHORT_RUN}, env=with_fault("sampler_error"))
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_a_sampler_failing_at_every_reading_does_not_fail_the_run(faulty_completed_run):
+    """The run completed (its generations are strange too: tests/conftest.py, FAULTY_COMPLETED)."""
+    run_dir = faulty_completed_run
     records = records_of(run_dir / "system_metrics.jsonl")
     errors = [r for r in records if r["kind"] == "error"]
     assert {(e["phase"], e["message"].split(": ", 1)[1]) for e in errors} == {

@@ -1,4 +1,4 @@
-"""Fault injection for the failure tests: `PYTHONPATH=tests/faults M44_FAULT=<name> [M44_FAULT_RANK=<r>]`.
+"""Fault injection for the failure tests: `PYTHONPATH=tests/faults M44_FAULT=<name>[,<name>...] [M44_FAULT_RANK=<r>]`.
 
 Python imports `sitecustomize` at start-up, so the notebook kernel and the training worker
 (both children of the test) get the fault without a line of fault code in lib/. Each fault
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-FAULT = os.environ.get("M44_FAULT", "")
+FAULT = os.environ.get("M44_FAULT", "")  # a name of FAULTS, or several separated by commas (faults that do not interfere)
 AT_STEP = 3  # training faults fire once the Trainer has reached this optimizer step
 # A process outside torchrun has no RANK; a fault meant for one rank spares it and every other rank.
 ON_THIS_RANK = os.environ.get("M44_FAULT_RANK", os.environ.get("RANK")) == os.environ.get("RANK")
@@ -254,4 +254,5 @@ FAULTS = {
 }
 
 if FAULT and ON_THIS_RANK:
-    FAULTS[FAULT]()
+    for name in FAULT.split(","):
+        FAULTS[name]()
