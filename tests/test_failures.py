@@ -45,11 +45,22 @@ def malformed_copy(tmp_path: Path) -> str:
     return str(path)
 
 
+HUB_TOKENS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+def without_hub(env: dict, home: Path) -> dict:
+    """`env` with no Hugging Face credentials: no token, no stored token or cached model (HF_HOME in `home`), and
+    no network here (offline: fail fast)."""
+    return {**{k: v for k, v in env.items() if k not in HUB_TOKENS}, "HF_HOME": str(home / "hf_home"),
+            "HF_HUB_OFFLINE": "1"}
+
+
 def no_hub_credentials(monkeypatch, tmp_path: Path) -> None:
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+    """`without_hub` for this test's own process and everything it starts."""
+    for name in HUB_TOKENS:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no stored token, no cached model
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # and no network here: fail fast
+    for name, value in without_hub({}, tmp_path).items():
+        monkeypatch.setenv(name, value)
 
 
 def documented(run_dir: Path, done, phase: str) -> tuple[str, str]:
@@ -77,10 +88,7 @@ def _build_preflight_root_causes(folder: Path) -> None:
     """Four setup errors at once (no hub credentials, a GPU this torch build cannot run, a missing eval file, a
     malformed training file), and every display of the notebook raising: the faults do not interfere, so one run
     serves the root-cause test and the failed-run case of the display test."""
-    env = with_fault("unsupported_gpu,display_error")
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        env.pop(name, None)
-    env.update(HF_HOME=str(folder / "hf_home"), HF_HUB_OFFLINE="1")  # no stored token, no cached model, no network
+    env = without_hub(with_fault("unsupported_gpu,display_error"), folder)
     params = embedded(model_name="google/gemma-2b", device="cuda", dtype="bfloat16",
                       train_file=malformed_copy(folder), eval_file="data/no-such-eval.jsonl")
     keep_done(folder, papermill_command(folder / "run", params, env=env))
