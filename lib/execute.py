@@ -20,15 +20,19 @@ was written (a bad parameter, a used or misplaced folder); 128 + the signal's nu
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import logging
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
+
+from jupyter_core.utils import run_sync
 
 from lib import run_folder
 from lib.config import REPO_ROOT, display_path, load_config, parse_override, read_profile, repo_relative, resolve_path
@@ -36,6 +40,7 @@ from lib.console import describe_exception, utf8_output
 from lib.contract import FAILURE_ANALYSIS, NOTEBOOK as NOTEBOOK_NAME, STOP_REQUEST, SUMMARY, SUMMARY_FACTS
 from lib.evidence import read_json, write_json, write_manifest, write_text
 from lib.keep_awake import KEEP_AWAKE_ENV, keep_awake
+from lib.launcher import STOP_GRACE_S
 from lib.progress import Progress
 from lib.rehearsal import RECORD, REHEARSALS, check_armed, record_pass
 from lib.summary import next_step, outcome_line, status_label
@@ -45,6 +50,9 @@ NOTEBOOK = REPO_ROOT / "notebooks" / "m44.ipynb"
 RUNS = run_folder.RUNS
 REPORT_TEMPLATE = Path(__file__).parent / "report_template"
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGBREAK")  # SIGBREAK: Ctrl-Break in a Windows console
+# After a stop, the notebook ends within the worker's own grace plus the time to document the run; a kernel that
+# outlives this lost the interrupted cell's reply or never saw the interrupt (Stop).
+KERNEL_GRACE_S = STOP_GRACE_S + 60
 
 
 def new_run_dir(profile: str, root: Path = RUNS) -> Path:
@@ -77,18 +85,25 @@ class Stop:
 
     The kernel gets a KeyboardInterrupt in the running cell (jupyter_client signals the kernel's process
     group on POSIX, so the training worker gets it too; on Windows it sets the kernel's interrupt event);
-    the phase guard records it and the notebook goes on to document the run. Installed before the run
-    folder is claimed, so no signal can fall between the claim and the run: one that comes before the
-    kernel is up stops the launch, and the run documents that it never started. Every further signal
-    is forwarded again. The first is written to stop_request.json, so the evidence names it.
+    the phase guard records it and the notebook goes on to document the run. Every further signal is
+    forwarded again. The first is written to stop_request.json, so the evidence names it, and a phase
+    that has not started reads it there and does not start: that stops a run whose signal came before
+    its kernel was up, or fell between two cells, where the kernel ignores it. Installed before the run
+    folder is claimed, so no signal can fall between the claim and the run.
+
+    A kernel that has not ended the run KERNEL_GRACE_S after the first signal is killed, and the run is
+    documented from its folder. ipykernel loses a cell's reply when the interrupt lands after the cell's
+    code but before the reply is sent (while it flushes the cell's output), and code blocked in a driver
+    or on a network drive may never see the interrupt: without this the launcher would wait for good.
     """
 
     def __init__(self) -> None:
         self.run_dir: Path | None = None  # set once the folder is claimed: only then is it ours to write
         self.km = None  # the kernel manager, once papermill's client has created it
         self.received: signal.Signals | None = None
-        self.starting = False  # papermill is starting the kernel: a signal now aborts it
         self.finishing = False  # the notebook is done; the launcher completes and seals the evidence
+        self.deadline: threading.Timer | None = None  # kills a kernel that outlives KERNEL_GRACE_S after a stop
+        self.killed_kernel = False
 
     def __enter__(self) -> Stop:
         self.previous = {}
@@ -100,6 +115,13 @@ class Stop:
     def __exit__(self, *exc) -> None:
         for name, handler in self.previous.items():
             signal.signal(getattr(signal, name), handler)
+        self.finished()
+
+    def finished(self) -> None:
+        """The notebook has returned: from here on a signal is answered, not obeyed, and no kernel is left to kill."""
+        self.finishing = True
+        if self.deadline is not None:
+            self.deadline.cancel()
 
     def claimed(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -107,12 +129,16 @@ class Stop:
             self._write_request()
 
     def manager_class(self) -> type:
-        """jupyter_client's kernel manager, handing itself to this Stop when nbclient creates it (nbclient owns it)."""
-        from jupyter_client.manager import KernelManager
+        """jupyter_client's kernel manager, handing itself to this Stop when nbclient creates it (nbclient owns it).
+
+        The asynchronous one, nbclient's default: with it nbclient notices a kernel that died in a cell (the
+        blocking client's wait for the cell's reply would hold nbclient's event loop, and with it that check).
+        """
+        from jupyter_client.manager import AsyncKernelManager
 
         stop = self
 
-        class Manager(KernelManager):
+        class Manager(AsyncKernelManager):
             def __init__(self, **kwargs):
                 super().__init__(**kwargs)
                 stop.km = self
@@ -130,9 +156,20 @@ class Stop:
                 self._write_request()
         print(f"\nlib.execute: {name} received: interrupting the run, which documents itself and stops", flush=True)
         if self.km is not None and self.km.has_kernel:
-            self.km.interrupt_kernel()
-        elif self.starting:  # the kernel is not up yet: stop papermill itself; execute() documents the rest
-            raise KeyboardInterrupt(name)
+            run_sync(self.km.interrupt_kernel)()  # from inside nbclient's event loop: jupyter_core runs it beside
+        if self.deadline is None:
+            self.deadline = threading.Timer(KERNEL_GRACE_S, self._kill_kernel)
+            self.deadline.daemon = True
+            self.deadline.start()
+
+    def _kill_kernel(self) -> None:
+        if self.finishing or self.km is None or not self.km.has_kernel:
+            return
+        print(f"lib.execute: the notebook has not ended {KERNEL_GRACE_S} s after {self.received.name}: killing its "
+              "kernel; the run is documented from its folder", flush=True)
+        self.killed_kernel = True
+        with contextlib.suppress(OSError):  # it ended meanwhile
+            asyncio.run(self.km.provisioner.kill())  # a signal or Popen.kill: bound to no event loop
 
     def _write_request(self) -> None:
         write_json(self.run_dir / STOP_REQUEST, {
@@ -194,13 +231,15 @@ def execute(run_dir: Path, params: dict, stop: Stop, verbose: bool = False) -> i
     print(f"M44 run into {display_path(run_dir)}{'' if verbose else ' (each cell: --verbose)'}", flush=True)
     with contextlib.nullcontext() if verbose else Progress(run_dir):
         failed = run_notebook(output, params, stop, verbose)
-    stop.finishing = True  # from here on a signal is answered, not obeyed: the evidence is being completed
+    stop.finished()  # from here on a signal is answered, not obeyed: the evidence is being completed
     if not (run_dir / SUMMARY_FACTS).exists():  # the notebook never reached M44.3: consolidate from the files
         from lib import consolidation
 
-        why = f"lib.execute received {stop.received.name}" if stop.received else f"the notebook stopped: {failed}"
+        why = f"stopped: lib.execute received {stop.received.name}" if stop.received else f"the notebook stopped: {failed}"
+        if stop.killed_kernel:
+            why += f"; the notebook had not ended {KERNEL_GRACE_S} s later and its kernel was killed"
         print(f"lib.execute: consolidating from the run folder ({why})", flush=True)
-        consolidation.consolidate_from_files(run_dir, f"stopped: {why}")
+        consolidation.consolidate_from_files(run_dir, why)
         failed = failed or why
     report = None
     try:
@@ -251,10 +290,14 @@ def run_notebook(output: Path, params: dict, stop: Stop, verbose: bool = False) 
     """papermill into `output`; None when the notebook ran to its end, else why it did not."""
     if stop.received:
         return "stopped before the notebook started"
+    try:  # here, under Stop: a refused launch never pays for them, a stopped one is documented
+        import papermill
+        from nbclient.exceptions import DeadKernelError
+    except ImportError as exc:  # an incomplete environment
+        return describe_exception(exc).split("\n")[0]
+    if stop.received:  # while papermill was imported
+        return "stopped before the notebook started"
     try:
-        import papermill  # here, under Stop: a refused launch never pays for it, a stopped one is documented
-
-        stop.starting = True
         papermill.execute_notebook(
             # Relative where it can be: papermill records both paths in run.ipynb, evidence that names no user folder.
             _from_here(NOTEBOOK), _from_here(output), parameters=params, cwd=str(REPO_ROOT),
@@ -263,15 +306,13 @@ def run_notebook(output: Path, params: dict, stop: Stop, verbose: bool = False) 
             # The kernel's own warning that it talks over TCP on localhost is noise for a person running a command.
             extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
-    except KeyboardInterrupt:  # stopped before the kernel was up: nothing ran, and that is documented too
-        return "stopped before the notebook started"
     except Exception as exc:
         if hasattr(exc, "ename"):  # papermill's PapermillExecutionError: the notebook documented the failure
             return str(exc.evalue).split("\n")[0]
-        traceback.print_exc()  # the kernel died, or papermill could not save run.ipynb (a full disk)
+        if isinstance(exc, DeadKernelError):  # nbclient noticed: its process is gone, with no traceback to show
+            return "the kernel died in the middle of a cell (ended from outside: out of memory, or a crash in native code)"
+        traceback.print_exc()  # the kernel could not start, or papermill could not save run.ipynb (a full disk)
         return describe_exception(exc).split("\n")[0]
-    finally:
-        stop.starting = False
     return None
 
 

@@ -2,7 +2,8 @@
 
 Rehearsal (pre-flight only, nothing claimed), the torch build named with the command that fixes it,
 `-p` overrides validated by name, a second papermill call into a finished folder caught, and every way
-of stopping the launcher documented: SIGTERM and SIGINT mid-training, and SIGKILL explained by the verifier.
+of stopping the launcher documented: SIGTERM and SIGINT mid-training, SIGKILL explained by the verifier, and a
+kernel that dies in a cell or never sees the stop documented instead of waited for.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from lib.config import REPO_ROOT
 from lib.contract import REQUIRED_ALWAYS, REQUIRED_ON_FAILURE
 from lib.verify import main as verify_main
 from lib.verify import verify
-from tests.conftest import launch
+from tests.conftest import launch, with_fault
 
 pytestmark = pytest.mark.notebook
 EMBEDDED = str(REPO_ROOT / "params" / "embedded.yaml")
@@ -195,6 +196,41 @@ def test_a_signal_to_the_launcher_mid_training_leaves_complete_evidence_and_a_re
     assert {p["name"]: p["status"] for p in facts["phases"]}["evaluation"] == "skipped"
     metrics = json.loads((run_dir / "training_metrics.json").read_text(encoding="utf-8"))
     assert metrics["status"] == "failed" and metrics["steps_completed"] >= 1 and metrics["history"]
+    assert verify(run_dir) == []
+
+
+def test_a_kernel_that_dies_in_a_cell_is_documented_not_waited_for(tmp_path):
+    run_dir = tmp_path / "run"
+    done = launch("--params", EMBEDDED, "--run-dir", str(run_dir), env=with_fault("kernel_dies"), timeout=300)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    facts = json.loads((run_dir / "m44_summary.json").read_text(encoding="utf-8"))
+    assert facts["failed"]["name"] == "preflight"
+    assert facts["failed"]["cause"].startswith("the notebook stopped: the kernel died in the middle of a cell")
+    assert verify(run_dir) == []
+
+
+@POSIX_ONLY
+def test_a_stop_the_kernel_never_acts_on_ends_the_run_documented_after_the_grace(tmp_path):
+    """The kernel blocks where Ctrl-C cannot reach it (or ipykernel lost the interrupted cell's reply): the launcher
+    kills it KERNEL_GRACE_S after the signal, made short here, and documents the stop from the folder."""
+    run_dir, grace_s = tmp_path / "run", 3
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", f"import sys, lib.execute as e; e.KERNEL_GRACE_S = {grace_s}; sys.exit(e.main())",
+         "--params", EMBEDDED, "--run-dir", str(run_dir)], cwd=REPO_ROOT, env=with_fault("kernel_hangs"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8")
+    lines = []
+    for line in launcher.stdout:
+        lines.append(line)
+        if line.startswith("M44.0 pre-flight: running"):
+            break
+    launcher.send_signal(signal.SIGTERM)
+    rest, _ = launcher.communicate(timeout=120)
+    assert launcher.returncode == 128 + signal.SIGTERM.value, "".join(lines) + rest[-3000:]
+    assert f"the notebook has not ended {grace_s} s after SIGTERM: killing its kernel" in rest
+    facts = json.loads((run_dir / "m44_summary.json").read_text(encoding="utf-8"))
+    assert facts["failed"]["name"] == "preflight"
+    assert facts["failed"]["cause"] == (f"stopped: lib.execute received SIGTERM; the notebook had not ended "
+                                        f"{grace_s} s later and its kernel was killed")
     assert verify(run_dir) == []
 
 

@@ -93,7 +93,7 @@ def test_two_launchers_racing_into_one_folder_give_exactly_one_run_that_verifies
         claim = json.loads((run_dir / "claim.json").read_text(encoding="utf-8"))
         assert claim["pid"] == winner.pid  # the winner's run, the only one
         assert winner.returncode in (1, 143), out[-2000:] + err[-2000:]
-        assert verify(run_dir) == [], (round_, out[-2000:])
+        assert verify(run_dir) == [], (round_, out[-2000:], err[-3000:])
 
 
 # --- 3. another run beside this one ----------------------------------------------------------

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
 from lib.contract import REQUIRED_ALWAYS, STATEMENTS
 from lib.evidence import sha256_file, write_json
+from lib.execute import Stop
 from lib.run import Refused, Run, RunFailed
 from tests.conftest import profile
 
@@ -42,6 +44,20 @@ def test_failed_phase_skips_dependents_and_finish_documents_then_raises(tmp_path
         assert line in summary.splitlines()
     assert "failed in preflight" in summary
     assert not (run.dir / "evaluation_results.json").exists()
+
+
+def test_a_phase_does_not_start_once_the_launcher_was_stopped(tmp_path, official_params):
+    """A signal to lib.execute while the kernel is between cells is lost to the kernel (it ignores Ctrl-C there);
+    the stop request the launcher writes is what the next phase reads."""
+    run = start(tmp_path, official_params)
+    stop = Stop()
+    stop.received = signal.SIGTERM
+    stop.claimed(run.dir)  # writes stop_request.json, as lib.execute does on the signal
+    assert run.phase("preflight", lambda cfg, run_dir: pytest.fail("must not run")) is None
+    assert run.phases["preflight"].status == "failed"
+    assert run.phases["preflight"].cause.startswith("stopped by SIGTERM sent to lib.execute (pid ")
+    with pytest.raises(RunFailed, match="FAILED in phase preflight: stopped by SIGTERM"):
+        run.finish()
 
 
 def test_manifest_hashes_every_file(tmp_path, official_params):

@@ -152,6 +152,19 @@ def _broken_sampler(telemetry):
     telemetry.ProcessTree.read = telemetry.SystemSampler._system = broken
 
 
+def _kernel_stuck_in_preflight(preflight, *, dies: bool):
+    """The kernel, in pre-flight's cell, dies at once (killed by the system for memory, a crash in native code) or
+    blocks for good where Ctrl-C cannot reach it (a driver call, a network drive). Only the kernel runs pre-flight."""
+
+    def stuck(*args, **kwargs):
+        if dies:
+            os._exit(137)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        time.sleep(3600)
+
+    preflight.run_preflight = stuck
+
+
 def _full_disk(*, even_for_the_failure: bool):
     """The disk fills once the notebook is done: the launcher cannot write run.html (and, if asked, nothing else).
 
@@ -244,6 +257,8 @@ FAULTS = {
     "generation_error": lambda: _on_import("transformers.generation.utils", _generation_error),
     "unsupported_gpu": lambda: _on_import("torch", _unsupported_gpu),
     "display_error": lambda: _on_import("lib.report", _display_error),
+    "kernel_dies": lambda: _on_import("lib.preflight", lambda m: _kernel_stuck_in_preflight(m, dies=True)),
+    "kernel_hangs": lambda: _on_import("lib.preflight", lambda m: _kernel_stuck_in_preflight(m, dies=False)),
     "sampler_error": lambda: _on_import("lib.telemetry", _broken_sampler),
     "report_disk_full": lambda: _full_disk(even_for_the_failure=False),
     "disk_full_at_the_end": lambda: _full_disk(even_for_the_failure=True),
