@@ -59,6 +59,9 @@ NEXT_STEPS = {
                   "`python -m lib.reevaluate` scores it again without training",
     "repository guard": "leave the repository alone while a run is in progress (the cause names what changed)",
 }
+# How a stop begins its cause: a signal to lib.execute (lib/run.py, lib/execute.py) or to the worker (lib/launcher.py).
+STOP_CAUSES = ("stopped", "interrupted")
+STOPPED = "nothing to fix: the run was stopped on request, as the cause says"
 RERUN = "then start a new run into a new run_dir; this folder stays as the record of this attempt"
 NO_TRACEBACK = "(no exception: the phase's own check failed)"
 INCONSISTENT = ("**The evidence is inconsistent.** The run did its work and its results below stand, but the checker "
@@ -177,7 +180,8 @@ def consequences(facts: dict) -> list[str]:
 
 def next_step(facts: dict) -> str:
     failed = facts["failed"]
-    how = NEXT_STEPS.get(failed["name"], f"read the traceback in {FAILURE_ANALYSIS}")
+    how = STOPPED if failed["cause"].startswith(STOP_CAUSES) else NEXT_STEPS.get(
+        failed["name"], f"read the traceback in {FAILURE_ANALYSIS}")
     return f"{how[0].upper()}{how[1:]}; {RERUN}."
 
 

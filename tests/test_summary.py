@@ -151,6 +151,18 @@ def test_a_failure_outside_pre_flight_has_its_cause_as_the_one_root_cause():
     assert "- **last training step reached**: 3 (loss 5.5000)" in render_failure_analysis(facts)
 
 
+@pytest.mark.parametrize("cause", [
+    "stopped by SIGTERM sent to lib.execute (pid 7, 2026-12-03T04:37:35Z)",  # lib/run.py: a phase read the request
+    "stopped: lib.execute received SIGINT",  # lib/execute.py: consolidated from the folder
+    "interrupted by signal SIGTERM (all 2 processes stopped)",  # lib/launcher.py: the training worker
+])
+def test_a_stopped_run_is_not_told_to_fix_its_phase(cause):
+    facts = preflight_failed_facts()
+    facts["failed"]["cause"] = cause
+    assert next_step(facts).startswith("Nothing to fix: the run was stopped on request")
+    assert "new run_dir" in next_step(facts)
+
+
 def test_invalid_parameters_leave_the_data_unknown():
     facts = preflight_failed_facts()
     facts.update(data=None, preflight=None, failed={"name": "parameters", "cause": "ValueError: max_steps", "duration_s": 0.0})
