@@ -288,14 +288,12 @@ def drop_papermill_banner(notebook: Path) -> None:
 
 def run_notebook(output: Path, params: dict, stop: Stop, verbose: bool = False) -> str | None:
     """papermill into `output`; None when the notebook ran to its end, else why it did not."""
-    if stop.received:
-        return "stopped before the notebook started"
     try:  # here, under Stop: a refused launch never pays for them, a stopped one is documented
         import papermill
         from nbclient.exceptions import DeadKernelError
     except ImportError as exc:  # an incomplete environment
         return describe_exception(exc).split("\n")[0]
-    if stop.received:  # while papermill was imported
+    if stop.received:  # before the claim, or while papermill was imported
         return "stopped before the notebook started"
     try:
         papermill.execute_notebook(

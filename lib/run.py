@@ -146,7 +146,7 @@ class Run:
             self.save()
             print(f"SKIPPED {name}: {why}" + (f" (run the {needs} cell first)" if self.interactive else ""))
             return None
-        if (self.dir / STOP_REQUEST).exists():  # lib.execute was stopped while the kernel was between cells
+        if (self.dir / STOP_REQUEST).exists():  # lib.execute was stopped before the kernel was up, or between cells
             self.phases[name] = PhaseRecord(name, "failed", cause=self._interruption())
             self.save()
             print(f"FAILED {name} before it started: {self.phases[name].cause}", flush=True)
