@@ -289,11 +289,18 @@ def invalid_parameter_run(shared_run) -> tuple[Path, subprocess.CompletedProcess
     return folder / "run", kept_done(folder)
 
 
+# The short run of the tests of a failure or a fault, through papermill: the small training file (a quick tokenizer
+# and pre-flight), 12 steps with a loss at each, 16 new tokens on the first 10 eval items. Through lib.execute,
+# SHORT_ARGS: 4 steps, for the tests that look at what the launcher does once the notebook has ended.
+SHORT_RUN = {**profile("embedded"), "train_file": "data/dev-reasoning-v2.jsonl", "max_steps": 12, "logging_steps": 1,
+             "max_new_tokens": 16, "eval_limit": 10}
+SHORT_ARGS = ["-p", "max_steps=4", "-p", "logging_steps=2", "-p", "max_new_tokens=8", "-p", "eval_limit=10"]
+
 # Two faults that leave a completed run and do not interfere, injected into one run that serves the tests of each:
 # every generated output holds a character that breaks a line or does not show (tests/test_failures.py), and the
-# system sampler fails at every reading (tests/test_telemetry.py). 12 steps, 16 eval items, a sample every 0.25 s.
-FAULTY_COMPLETED = {**profile("embedded"), "train_file": "data/dev-reasoning-v2.jsonl", "max_steps": 12,
-                    "logging_steps": 1, "max_new_tokens": 16, "eval_limit": 16, "telemetry_interval_s": 0.25}
+# system sampler fails at every reading (tests/test_telemetry.py). The short run on 16 eval items, a sample every
+# 0.25 s.
+FAULTY_COMPLETED = {**SHORT_RUN, "eval_limit": 16, "telemetry_interval_s": 0.25}
 
 
 def _build_faulty_completed(folder: Path) -> None:

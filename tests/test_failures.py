@@ -22,20 +22,15 @@ from lib.contract import REQUIRED_ALWAYS, REQUIRED_ON_FAILURE, REQUIRED_ON_SUCCE
 from lib.evidence import sha256_file
 from lib.repository import SCRATCH, describe_repository
 from lib.verify import verify
-from tests.conftest import keep_done, kept_done, papermill_command, profile, with_fault
+from tests.conftest import SHORT_RUN, keep_done, kept_done, papermill_command, profile, with_fault
 
 pytestmark = pytest.mark.notebook
-SHORT_RUN = {
-    "train_file": "data/dev-reasoning-v2.jsonl",  # the small file: quick tokenizer, quick pre-flight
-    "max_steps": 12, "logging_steps": 1, "max_new_tokens": 16,
-    "eval_limit": 10,  # the first 10 eval items: evaluation and its failures, in a fraction of the time
-}
 PHASES = ("parameters", "preflight", "training", "evaluation")
 CANARY = "hf_CANARYcanary0123456789abcdefTOKEN"
 
 
 def embedded(**overrides) -> dict:
-    return {**profile("embedded"), **SHORT_RUN, **overrides}
+    return {**SHORT_RUN, **overrides}
 
 
 def malformed_copy(tmp_path: Path) -> str:

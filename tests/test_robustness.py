@@ -22,11 +22,10 @@ from lib.config import REPO_ROOT
 from lib.contract import REQUIRED_ALWAYS, REQUIRED_ON_FAILURE
 from lib.units import format_size
 from lib.verify import verify
-from tests.conftest import launch, papermill_command, profile, with_fault
+from tests.conftest import SHORT_ARGS, launch, papermill_command, profile, with_fault
 
 pytestmark = pytest.mark.notebook
 EMBEDDED = str(REPO_ROOT / "params" / "embedded.yaml")
-SHORT = ["-p", "max_steps=4", "-p", "logging_steps=2", "-p", "max_new_tokens=8", "-p", "eval_limit=10"]
 FAILS_FAST = ["-p", "eval_file=data/no-such-eval.jsonl"]  # a documented pre-flight failure: the quickest real run
 # The claim is one atomic O_EXCL create (lib/run_folder.py): rounds sample which launcher wins and how far the
 # winner got when stopped, not a probability of failure; each round costs ~15-25 s of two kernels starting.
@@ -103,7 +102,7 @@ def test_another_run_starting_beside_this_one_does_not_fail_its_repository_guard
     runs = REPO_ROOT / "submission_runs"
     first, second = runs / f"test-guard-a-{os.getpid()}", runs / f"test-guard-b-{os.getpid()}"
     try:
-        one = subprocess.Popen([sys.executable, "-m", "lib.execute", "--params", EMBEDDED, *SHORT,
+        one = subprocess.Popen([sys.executable, "-m", "lib.execute", "--params", EMBEDDED, *SHORT_ARGS,
                                 "--run-dir", str(first)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, encoding="utf-8")
         read = []
@@ -148,7 +147,7 @@ def test_empty_data_files_fail_preflight_naming_each_file(tmp_path):
 
 def test_a_report_that_cannot_be_written_is_the_runs_documented_failure(tmp_path):
     run_dir = tmp_path / "run"
-    done = launch("--params", EMBEDDED, *SHORT, "--run-dir", str(run_dir), env=with_fault("report_disk_full"))
+    done = launch("--params", EMBEDDED, *SHORT_ARGS, "--run-dir", str(run_dir), env=with_fault("report_disk_full"))
     assert done.returncode == 1, done.stdout[-3000:]
     assert "FAILED report: No space left on device" in done.stdout
     assert facts(run_dir)["status"] == "failed in report" and not (run_dir / "run.html").exists()
@@ -161,7 +160,7 @@ def test_a_report_that_cannot_be_written_is_the_runs_documented_failure(tmp_path
 
 def test_when_not_even_the_failure_can_be_written_the_launcher_says_so_and_the_folder_fails(tmp_path):
     run_dir = tmp_path / "run"
-    done = launch("--params", EMBEDDED, *SHORT, "--run-dir", str(run_dir), env=with_fault("disk_full_at_the_end"))
+    done = launch("--params", EMBEDDED, *SHORT_ARGS, "--run-dir", str(run_dir), env=with_fault("disk_full_at_the_end"))
     assert done.returncode == 1
     assert "EVIDENCE INCOMPLETE" in done.stdout and "does not verify" in done.stdout
     problems = verify(run_dir)

@@ -21,7 +21,7 @@ from lib.nvml import describe_nvml
 from lib.telemetry import SystemSampler, sample_system_metrics
 from lib.telemetry_summary import load_telemetry, parse_telemetry, summarize_telemetry
 from lib.verify import verify
-from tests.conftest import papermill_command, profile, with_fault
+from tests.conftest import SHORT_RUN, papermill_command, profile, with_fault
 
 FAKE_NVML = REPO_ROOT / "tests" / "fake_nvml"
 BUSY_CHILD = "import time\nt = time.time()\nwhile time.time() - t < {seconds}: pass\n"
@@ -314,7 +314,7 @@ def test_the_verifier_computes_the_facts_again_from_the_timeline(tmp_path, offic
 
 # --- through the real notebook ---------------------------------------------------------------------------
 
-SHORT_RUN = {"max_steps": 12, "logging_steps": 1, "max_new_tokens": 16, "eval_limit": 10, "telemetry_interval_s": 0.25}
+SAMPLED_RUN = {**SHORT_RUN, "telemetry_interval_s": 0.25}  # a sample every 0.25 s
 
 
 @pytest.mark.notebook
@@ -340,14 +340,14 @@ def test_a_sampler_failing_at_every_reading_does_not_fail_the_run(faulty_complet
 def test_a_killed_worker_leaves_the_timeline_up_to_the_kill(tmp_path):
     run_dir, mark = tmp_path / "run", tmp_path / "killed-at"
     env = {**with_fault("sigkill"), "M44_FAULT_MARK": str(mark)}
-    done = papermill_command(run_dir, {**profile("embedded"), **SHORT_RUN}, env=env)
+    done = papermill_command(run_dir, SAMPLED_RUN, env=env)
     assert done.returncode != 0 and "FAILED in phase training" in done.stderr, done.stderr[-3000:]
     killed_at = float(mark.read_text(encoding="utf-8"))
     training = [r for r in records_of(run_dir / "system_metrics.jsonl") if r["phase"] == "training"]
     samples = [r for r in training if r["kind"] == "sample"]
     alive = [s for s in samples if s["workers"] == 1 and s["time"] <= killed_at]
     # The worker sampled as it ran, one sample per period up to the kill; then the sampler stopped with the phase.
-    assert alive and alive[-1]["time"] > killed_at - 2 * SHORT_RUN["telemetry_interval_s"] - 1
+    assert alive and alive[-1]["time"] > killed_at - 2 * SAMPLED_RUN["telemetry_interval_s"] - 1
     assert any(s["workers_cpu_percent"] for s in alive)
     assert samples[-1]["time"] > killed_at and samples[-1]["workers"] == 0
     assert training[-1]["kind"] == "stop" and training[-1]["errors"] == 0
