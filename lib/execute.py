@@ -37,8 +37,8 @@ from jupyter_core.utils import run_sync
 from lib import run_folder
 from lib.config import REPO_ROOT, display_path, load_config, parse_override, read_profile, repo_relative, resolve_path
 from lib.console import describe_exception, utf8_output
-from lib.contract import FAILURE_ANALYSIS, NOTEBOOK as NOTEBOOK_NAME, STOP_REQUEST, SUMMARY, SUMMARY_FACTS
-from lib.evidence import read_json, write_json, write_manifest, write_text
+from lib.contract import FAILURE_ANALYSIS, NOTEBOOK as NOTEBOOK_NAME, SUMMARY, SUMMARY_FACTS
+from lib.evidence import read_json, write_manifest, write_text
 from lib.keep_awake import KEEP_AWAKE_ENV, keep_awake
 from lib.launcher import STOP_GRACE_S
 from lib.progress import Progress
@@ -172,9 +172,7 @@ class Stop:
             asyncio.run(self.km.provisioner.kill())  # a signal or Popen.kill: bound to no event loop
 
     def _write_request(self) -> None:
-        write_json(self.run_dir / STOP_REQUEST, {
-            "signal": self.received.name, "to": "lib.execute", "pid": os.getpid(),
-            "received_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        run_folder.request_stop(self.run_dir, self.received.name, "lib.execute")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,7 +233,7 @@ def execute(run_dir: Path, params: dict, stop: Stop, verbose: bool = False) -> i
     if not (run_dir / SUMMARY_FACTS).exists():  # the notebook never reached M44.3: consolidate from the files
         from lib import consolidation
 
-        why = f"stopped: lib.execute received {stop.received.name}" if stop.received else f"the notebook stopped: {failed}"
+        why = run_folder.stop_cause(run_dir) or f"the notebook stopped: {failed}"
         if stop.killed_kernel:
             why += f"; the notebook had not ended {KERNEL_GRACE_S} s later and its kernel was killed"
         print(f"lib.execute: consolidating from the run folder ({why})", flush=True)

@@ -22,8 +22,8 @@ from lib.config import (
     RunConfig, collect_parameters, display_path, resolve_path, save_invalid_parameters, without_local_paths,
 )
 from lib.console import describe_exception
-from lib.contract import NOTEBOOK, PHASES, STOP_REQUEST
-from lib.evidence import read_json, write_json
+from lib.contract import NOTEBOOK, PHASES
+from lib.evidence import write_json
 from lib.interactive import HOW_TO_STEP_THROUGH, Interactive, Kernel, identify_kernel
 from lib.printable import one_line
 from lib.rehearsal import arming, check_armed
@@ -146,8 +146,8 @@ class Run:
             self.save()
             print(f"SKIPPED {name}: {why}" + (f" (run the {needs} cell first)" if self.interactive else ""))
             return None
-        if (self.dir / STOP_REQUEST).exists():  # lib.execute was stopped before the kernel was up, or between cells
-            self.phases[name] = PhaseRecord(name, "failed", cause=self._interruption())
+        if stopped := run_folder.stop_cause(self.dir):  # lib.execute was stopped before the kernel was up, or between cells
+            self.phases[name] = PhaseRecord(name, "failed", cause=stopped)
             self.save()
             print(f"FAILED {name} before it started: {self.phases[name].cause}", flush=True)
             return None
@@ -259,11 +259,8 @@ class Run:
 
     def _interruption(self) -> str:
         """The cause of a KeyboardInterrupt: the signal lib.execute received, or an interrupt of the kernel itself."""
-        request = self.dir / STOP_REQUEST
-        if request.exists():
-            stop = read_json(request)
-            return f"stopped by {stop['signal']} sent to {stop['to']} (pid {stop['pid']}, {stop['received_utc']})"
-        return "interrupted: KeyboardInterrupt (Ctrl-C, or the kernel interrupted from Jupyter)"
+        return run_folder.stop_cause(self.dir) or (
+            "interrupted: KeyboardInterrupt (Ctrl-C, or the kernel interrupted from Jupyter)")
 
 
 def _refuse_a_folder_apart_from_the_notebook(kernel: Kernel, run_dir: Path) -> None:

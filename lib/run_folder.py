@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lib.config import REPO_ROOT
-from lib.contract import CLAIM, INTERACTIVE, NOTEBOOK, PHASES
+from lib.contract import CLAIM, INTERACTIVE, NOTEBOOK, PHASES, STOP_REQUEST
+from lib.evidence import read_json, write_json
 
 RUNS = REPO_ROOT / "submission_runs"
 # The official run's folders: submission_runs/m44_v1, m44_v2, ... (the design's "one shot" folders).
@@ -124,6 +125,21 @@ def owns(run_dir: Path, token: str | None) -> bool:
     """Whether the folder's claim is the one `token` names (lib.execute claimed it for this notebook)."""
     found = read_claim(run_dir)
     return token is not None and found is not None and secrets.compare_digest(found.token, token)
+
+
+def request_stop(run_dir: Path, signal_name: str, to: str) -> None:
+    """stop_request.json: the signal that stopped the folder's launcher `to`, and when; the phases read it."""
+    write_json(run_dir / STOP_REQUEST, {"signal": signal_name, "to": to, "pid": os.getpid(),
+                                        "received_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def stop_cause(run_dir: Path) -> str | None:
+    """The cause every record of a stopped run gives, from stop_request.json; None when no stop was requested."""
+    try:
+        stop = read_json(run_dir / STOP_REQUEST)
+    except FileNotFoundError:
+        return None
+    return f"stopped by {stop['signal']} sent to {stop['to']} (pid {stop['pid']}, {stop['received_utc']})"
 
 
 def process_alive(pid: int) -> bool:

@@ -59,7 +59,8 @@ NEXT_STEPS = {
                   "`python -m lib.reevaluate` scores it again without training",
     "repository guard": "leave the repository alone while a run is in progress (the cause names what changed)",
 }
-# How a stop begins its cause: a signal to lib.execute (lib/run.py, lib/execute.py) or to the worker (lib/launcher.py).
+# How a stop begins its cause: a signal to lib.execute (lib.run_folder.stop_cause), an interrupt of the kernel
+# (lib/run.py) or a signal to the worker (lib/launcher.py).
 STOP_CAUSES = ("stopped", "interrupted")
 STOPPED = "nothing to fix: the run was stopped on request, as the cause says"
 RERUN = "then start a new run into a new run_dir; this folder stays as the record of this attempt"

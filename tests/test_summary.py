@@ -7,6 +7,7 @@ import copy
 
 import pytest
 
+from lib import run_folder
 from lib.config import default_parameters
 from lib.contract import STATEMENTS
 from lib.results import ci_text, describe, percent, points
@@ -152,15 +153,24 @@ def test_a_failure_outside_pre_flight_has_its_cause_as_the_one_root_cause():
 
 
 @pytest.mark.parametrize("cause", [
-    "stopped by SIGTERM sent to lib.execute (pid 7, 2026-12-03T04:37:35Z)",  # lib/run.py: a phase read the request
-    "stopped: lib.execute received SIGINT",  # lib/execute.py: consolidated from the folder
+    None,  # lib.run_folder.stop_cause: a phase read the launcher's stop request, or lib.execute consolidated after it
+    "interrupted: KeyboardInterrupt (Ctrl-C, or the kernel interrupted from Jupyter)",  # lib/run.py: no request
     "interrupted by signal SIGTERM (all 2 processes stopped)",  # lib/launcher.py: the training worker
-])
-def test_a_stopped_run_is_not_told_to_fix_its_phase(cause):
+], ids=["stop request", "kernel interrupted", "worker interrupted"])
+def test_a_stopped_run_is_not_told_to_fix_its_phase(cause, tmp_path):
+    if cause is None:
+        run_folder.request_stop(tmp_path, "SIGTERM", "lib.execute")
+        cause = run_folder.stop_cause(tmp_path)
     facts = preflight_failed_facts()
     facts["failed"]["cause"] = cause
     assert next_step(facts).startswith("Nothing to fix: the run was stopped on request")
     assert "new run_dir" in next_step(facts)
+
+
+def test_a_kernel_that_died_is_not_a_stop_on_request():
+    facts = preflight_failed_facts()
+    facts["failed"]["cause"] = "the notebook stopped: the kernel died in the middle of a cell (ended from outside)"
+    assert not next_step(facts).startswith("Nothing to fix") and next_step(facts).startswith("Fix what each failed check names")
 
 
 def test_invalid_parameters_leave_the_data_unknown():
