@@ -43,7 +43,7 @@ from lib.keep_awake import KEEP_AWAKE_ENV, keep_awake
 from lib.launcher import STOP_GRACE_S
 from lib.progress import Progress
 from lib.rehearsal import RECORD, REHEARSALS, check_armed, record_pass
-from lib.summary import next_step, outcome_line, status_label
+from lib.summary import completed, next_step, outcome_line, status_label
 from lib.verify import verify
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "m44.ipynb"
@@ -89,7 +89,8 @@ class Stop:
     forwarded again. The first is written to stop_request.json, so the evidence names it, and a phase
     that has not started reads it there and does not start: that stops a run whose signal came before
     its kernel was up, or fell between two cells, where the kernel ignores it. Installed before the run
-    folder is claimed, so no signal can fall between the claim and the run.
+    folder is claimed, so no signal can fall between the claim and the run. Once the run has written its
+    facts (M44.3), nothing is left to stop: a signal is answered, and the evidence completed as it is.
 
     A kernel that has not ended the run KERNEL_GRACE_S after the first signal is killed, and the run is
     documented from its folder. ipykernel loses a cell's reply when the interrupt lands after the cell's
@@ -128,6 +129,10 @@ class Stop:
         if self.received:
             self._write_request()
 
+    def consolidated(self) -> bool:
+        """Whether the run has written its facts: its phases are over, and an interrupt could only break its report."""
+        return self.run_dir is not None and (self.run_dir / SUMMARY_FACTS).exists()
+
     def manager_class(self) -> type:
         """jupyter_client's kernel manager, handing itself to this Stop when nbclient creates it (nbclient owns it).
 
@@ -147,8 +152,9 @@ class Stop:
 
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
-        if self.finishing:
-            print(f"\nlib.execute: {name} received: completing the evidence first", flush=True)
+        if self.finishing or self.consolidated():
+            print(f"\nlib.execute: {name} received after the run's phases ended: completing the evidence first",
+                  flush=True)
             return
         if self.received is None:
             self.received = signal.Signals(signum)
@@ -256,15 +262,20 @@ def execute(run_dir: Path, params: dict, stop: Stop, verbose: bool = False) -> i
     facts = read_json(run_dir / SUMMARY_FACTS)
     print(f"\n{outcome_line(facts)}")
     print(f"Report: {report or 'NOT WRITTEN (see ' + FAILURE_ANALYSIS + ')'}")
-    if stop.received:
+    if stop.received and not completed(facts):
         print(f"Stopped by {stop.received.name}. Next: read {run_dir / FAILURE_ANALYSIS}; start the next run in a "
               "new folder")
         return 128 + stop.received.value
-    if failed is not None:
+    if stop.received:  # it fell between the last phase and M44.3, where the kernel ignores it: nothing was stopped
+        print(f"{stop.received.name} came after the run's last phase: nothing was stopped")
+    if not completed(facts):
         print(f"FAILED. Next: {next_step(facts)} (details: {run_dir / FAILURE_ANALYSIS})")
         return 1
     if problems:
         print(f"The run folder does not verify ({len(problems)} problems, above); the summary says which files")
+        return 1
+    if failed is not None:  # after M44.3 (the kernel died showing the outcome): the evidence stands, the notebook did not
+        print(f"The run completed, but its notebook did not end ({failed}): its report may lack the outcome card")
         return 1
     committed = "commit the folder (git add " + repo_relative(run_dir) + ")" if run_folder.is_official(run_dir) else \
         "open the report"

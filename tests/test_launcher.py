@@ -2,8 +2,9 @@
 
 Rehearsal (pre-flight only, nothing claimed), the torch build named with the command that fixes it,
 `-p` overrides validated by name, a second papermill call into a finished folder caught, and every way
-of stopping the launcher documented: SIGTERM and SIGINT mid-training, SIGKILL explained by the verifier, and a
-kernel that dies in a cell or never sees the stop documented instead of waited for.
+of stopping the launcher documented: SIGTERM and SIGINT mid-training, SIGKILL explained by the verifier, a
+kernel that dies in a cell or never sees the stop documented instead of waited for, and a signal after the last
+phase stopping nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from lib.config import REPO_ROOT
 from lib.contract import REQUIRED_ALWAYS, REQUIRED_ON_FAILURE
 from lib.verify import main as verify_main
 from lib.verify import verify
-from tests.conftest import launch, with_fault
+from tests.conftest import SHORT_ARGS, launch, with_fault
 
 pytestmark = pytest.mark.notebook
 EMBEDDED = str(REPO_ROOT / "params" / "embedded.yaml")
@@ -233,6 +234,20 @@ def test_a_stop_the_kernel_never_acts_on_ends_the_run_documented_after_the_grace
     assert cause.startswith(f"stopped by SIGTERM sent to lib.execute (pid {launcher.pid}, "), cause
     assert cause.endswith(f"; the notebook had not ended {grace_s} s later and its kernel was killed"), cause
     assert verify(run_dir) == []
+
+
+@POSIX_ONLY
+def test_a_signal_after_the_last_phase_stops_nothing_and_the_run_completes(tmp_path):
+    """Once M44.3 has written the facts, an interrupt could only break the cells that show the outcome: the launcher
+    answers the signal, and the run ends completed, with exit status 0 and no stop recorded."""
+    run_dir = tmp_path / "run"
+    done = launch("--params", EMBEDDED, *SHORT_ARGS, "--run-dir", str(run_dir), env=with_fault("signal_after_the_facts"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "lib.execute: SIGTERM received after the run's phases ended: completing the evidence first" in done.stdout
+    assert "COMPLETED. Summary: " in done.stdout and "Stopped by" not in done.stdout
+    assert not (run_dir / "stop_request.json").exists()
+    facts = json.loads((run_dir / "m44_summary.json").read_text(encoding="utf-8"))
+    assert facts["status"] == "completed" and verify(run_dir) == []
 
 
 @POSIX_ONLY

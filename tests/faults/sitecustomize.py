@@ -165,6 +165,20 @@ def _kernel_stuck_in_preflight(preflight, *, dies: bool):
     preflight.run_preflight = stuck
 
 
+def _signal_after_the_facts(run_module):
+    """SIGTERM to the launcher (the kernel's parent) once M44.3 has written the facts, while its cell still runs: the
+    moment a late Ctrl-C would interrupt the cells that show the outcome. Only the kernel imports lib.run."""
+    original = run_module.Run.consolidate
+
+    def consolidate(self):
+        facts = original(self)
+        os.kill(os.getppid(), signal.SIGTERM)
+        time.sleep(2)  # an interrupt the launcher forwarded would land here, in the cell
+        return facts
+
+    run_module.Run.consolidate = consolidate
+
+
 def _full_disk(*, even_for_the_failure: bool):
     """The disk fills once the notebook is done: the launcher cannot write run.html (and, if asked, nothing else).
 
@@ -259,6 +273,7 @@ FAULTS = {
     "display_error": lambda: _on_import("lib.report", _display_error),
     "kernel_dies": lambda: _on_import("lib.preflight", lambda m: _kernel_stuck_in_preflight(m, dies=True)),
     "kernel_hangs": lambda: _on_import("lib.preflight", lambda m: _kernel_stuck_in_preflight(m, dies=False)),
+    "signal_after_the_facts": lambda: _on_import("lib.run", _signal_after_the_facts),
     "sampler_error": lambda: _on_import("lib.telemetry", _broken_sampler),
     "report_disk_full": lambda: _full_disk(even_for_the_failure=False),
     "disk_full_at_the_end": lambda: _full_disk(even_for_the_failure=True),
