@@ -62,11 +62,12 @@ def numerics_probe() -> str:
     return digest.hexdigest()[:16]
 
 
-def numerics_fingerprint() -> str:
-    """The probe in a process of its own, with the portable numerics' environment, as a demo's worker has it."""
+def numerics_fingerprint(also: dict[str, str] | None = None) -> str:
+    """The probe in a process of its own, with the portable numerics' environment, as a demo's worker has it (and
+    the variables `also` sets, which a test uses to stand in for another machine)."""
     done = subprocess.run([sys.executable, "-m", "tools.readme_figures", "--probe"], cwd=REPO_ROOT,
-                          env={**os.environ, **PORTABLE_CPU}, capture_output=True, text=True, encoding="utf-8",
-                          check=True, timeout=600)
+                          env={**os.environ, **PORTABLE_CPU, **(also or {})}, capture_output=True, text=True,
+                          encoding="utf-8", check=True, timeout=600)
     return done.stdout.split()[-1]  # the last word: the hash, whatever a library printed before it
 
 
