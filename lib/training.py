@@ -32,8 +32,6 @@ class Trained:
     """What evaluation needs from training."""
 
     model_dir: Path
-    steps_completed: int
-    final_loss: float
 
 
 class TrainingFailed(RuntimeError):
@@ -54,11 +52,7 @@ def train(cfg: RunConfig, run_dir: Path, prepared: Prepared) -> Trained:
     metrics = read_json(run_dir / TRAINING_METRICS) if (run_dir / TRAINING_METRICS).exists() else {}
     if ended.returncode == 0 and metrics.get("status") == "completed":
         _write_plots(run_dir)
-        return Trained(
-            model_dir=run_dir / FINAL_MODEL,
-            steps_completed=metrics["steps_completed"],
-            final_loss=metrics["history"][-1]["loss"],
-        )
+        return Trained(run_dir / FINAL_MODEL)
     cause = ended.cause(metrics.get("error"))
     _record_failure(run_dir, cause, ended)
     _write_plots(run_dir)
