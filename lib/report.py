@@ -45,6 +45,7 @@ from lib.summary import (
     interactive_suffix, interactive_text, machine_text, memory_line, next_step, outcome_line, root_causes, run_label,
     telemetry_line,
 )
+from lib.units import GIB, MIB
 
 # tqdm.auto warns in a kernel without ipywidgets; the run shows no progress bars (lib/model_loading.py
 # turns them off), it prints one line per logging step and per generation batch instead. The
@@ -361,8 +362,8 @@ def training_alt(name: str, history: list[dict]) -> str:
     if name == THROUGHPUT_PLOT:
         return (f"Line chart: non-padding tokens per second per logging interval, from {min(values):,.0f} to "
                 f"{max(values):,.0f}, mean {sum(values) / len(values):,.0f}.")
-    return (f"Line chart, axis from 0: peak memory {values[0] / 2**30:.2f} GiB at the first logging step, "
-            f"{values[-1] / 2**30:.2f} GiB at the last.")
+    return (f"Line chart, axis from 0: peak memory {values[0] / GIB:.2f} GiB at the first logging step, "
+            f"{values[-1] / GIB:.2f} GiB at the last.")
 
 
 
@@ -452,7 +453,7 @@ def manifest_html(files: list[dict]) -> str:
     rows = [[f"<code>{esc(f['path'])}</code>", f"{f['bytes']:,}", f'<span class="m44-hash">{f["sha256"]}</span>']
             for f in files]
     total = sum(f["bytes"] for f in files)
-    return (f"<details><summary>{MANIFEST}: {len(files)} files, {total / 2**20:.1f} MiB, each with its sha256 "
+    return (f"<details><summary>{MANIFEST}: {len(files)} files, {total / MIB:.1f} MiB, each with its sha256 "
             "(run.ipynb and run.html are added when the report is rendered)</summary>"
             + table_html(["path", "bytes", "sha256"], rows, "m44-manifest", escape=False) + "</details>")
 

@@ -21,6 +21,7 @@ from lib.launcher import backend
 from lib.nvml import describe_nvml
 from lib.redaction import REDACTED, secret_env_names
 from lib.repository import command_output, describe_repository
+from lib.units import GIB
 
 # Every distribution the run imports, directly or through transformers' Trainer.
 PACKAGES = (
@@ -52,7 +53,7 @@ def _environment_variables() -> list[str]:
 
 def _memory_gib() -> str:
     memory = psutil.virtual_memory()
-    return f"{memory.total / 2**30:.1f} GiB total, {memory.available / 2**30:.1f} GiB available"
+    return f"{memory.total / GIB:.1f} GiB total, {memory.available / GIB:.1f} GiB available"
 
 
 def _collect_env() -> str:
@@ -144,7 +145,7 @@ def write_gpu_snapshot(run_dir: Path) -> Path:
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
             lines.append(
-                f"torch device {i}: {props.name}, {props.total_memory / 2**30:.1f} GiB, "
+                f"torch device {i}: {props.name}, {props.total_memory / GIB:.1f} GiB, "
                 f"compute capability {props.major}.{props.minor}"
             )
         lines.append(f"torch build architectures: {' '.join(torch.cuda.get_arch_list())}")
