@@ -262,15 +262,15 @@ def execute(run_dir: Path, params: dict, stop: Stop, verbose: bool = False) -> i
     facts = read_json(run_dir / SUMMARY_FACTS)
     print(f"\n{outcome_line(facts)}")
     print(f"Report: {report or 'NOT WRITTEN (see ' + FAILURE_ANALYSIS + ')'}")
-    if stop.received and not completed(facts):
-        print(f"Stopped by {stop.received.name}. Next: read {run_dir / FAILURE_ANALYSIS}; start the next run in a "
-              "new folder")
-        return 128 + stop.received.value
-    if stop.received:  # it fell between the last phase and M44.3, where the kernel ignores it: nothing was stopped
-        print(f"{stop.received.name} came after the run's last phase: nothing was stopped")
     if not completed(facts):
+        if stop.received:
+            print(f"Stopped by {stop.received.name}. Next: read {run_dir / FAILURE_ANALYSIS}; start the next run in "
+                  "a new folder")
+            return 128 + stop.received.value
         print(f"FAILED. Next: {next_step(facts)} (details: {run_dir / FAILURE_ANALYSIS})")
         return 1
+    if stop.received:  # it fell between the last phase and M44.3, where the kernel ignores it: nothing was stopped
+        print(f"{stop.received.name} came after the run's last phase: nothing was stopped")
     if problems:
         print(f"The run folder does not verify ({len(problems)} problems, above); the summary says which files")
         return 1
